@@ -1,0 +1,102 @@
+"""The small protocol every framework backend implements.
+
+A backend knows how to turn its framework's leaves into one flat float64
+NumPy vector and back, and how to get derivatives from its autodiff. The
+driver in :mod:`dict_minimize.core.driver` knows SciPy and nothing of any
+framework. A derivative hook that returns ``None`` means "this backend has
+no autodiff for it": the driver then leaves the derivative to SciPy.
+
+Functions handed to the derivative hooks take ``(tree, *args)`` where
+``tree`` has x0's structure; the hooks return functions of the flat
+float64 vector ``x`` and the argument tuple ``args``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .tree import Layout
+
+FLOAT_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+
+#: ``value_and_grad(x, args) -> (float, grad)``
+ValueAndGrad = Callable[[np.ndarray, tuple], "tuple[float, np.ndarray]"]
+#: ``linearize(x, args) -> hvp`` where ``hvp(p) -> H @ p``
+Linearize = Callable[[np.ndarray, tuple], Callable[[np.ndarray], np.ndarray]]
+#: ``value_and_jac(x, args) -> (c (m,), J (m, n))``
+ValueAndJac = Callable[[np.ndarray, tuple], "tuple[np.ndarray, np.ndarray]"]
+
+
+class Backend(abc.ABC):
+    """Base class of the framework backends; the defaults are NumPy's.
+
+    Subclasses override the conversions and, where the framework has
+    autodiff, the derivative hooks.
+    """
+
+    #: Short name used in messages and tests.
+    name = "numpy"
+
+    # ---- leaves -----------------------------------------------------------
+
+    def is_leaf(self, obj: Any) -> bool:
+        """Extra leaf predicate for flattening (framework objects optree would open)."""
+        return False
+
+    @abc.abstractmethod
+    def leaf_shape_dtype(self, leaf: Any, path: str) -> tuple[tuple[int, ...], Any]:
+        """Shape and dtype of one leaf of x0; ``TypeError`` for a non-float leaf."""
+
+    def prepare_x0(self, x0: Any) -> Any:
+        """x0 as this backend reads it (NumPy turns a list of numbers into one array)."""
+        return x0
+
+    def layout_info(self, leaves: list, dtypes: tuple) -> Any:
+        """Backend data stored on the layout (device, transfer dtype)."""
+        return None
+
+    # ---- conversions ------------------------------------------------------
+
+    @abc.abstractmethod
+    def to_flat(self, leaves: list, layout: Layout) -> np.ndarray:
+        """Concatenate ``leaves`` (x0-shaped) into one new float64 vector."""
+
+    @abc.abstractmethod
+    def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
+        """New framework leaves (x0's dtypes and device) holding ``x``; never aliases ``x``.
+
+        ``requires_grad`` asks for leaves the user's own code can
+        differentiate (``jac=True`` in PyTorch); other frameworks ignore it.
+        """
+
+    def to_numpy(self, obj: Any) -> np.ndarray:
+        """Any tensor-like (framework tensor, array, float) as a NumPy array."""
+        return np.asarray(obj)
+
+    def to_scalar(self, value: Any) -> float:
+        """The objective's value as a Python float; ``ValueError`` if not one element."""
+        arr = self.to_numpy(value)
+        if arr.size != 1:
+            raise ValueError(
+                "fun must return a scalar (a float or a tensor with one element); "
+                f"it returned shape {tuple(arr.shape)}"
+            )
+        return float(arr.reshape(()))
+
+    # ---- derivatives (None: not available, SciPy takes over) --------------
+
+    def value_and_grad(self, fun: Callable, layout: Layout) -> ValueAndGrad | None:
+        """Value and flat gradient of ``fun`` in one autodiff pass."""
+        return None
+
+    def linearize_grad(self, fun: Callable, layout: Layout) -> Linearize | None:
+        """Hessian-vector products at a point, reusing work across products."""
+        return None
+
+    def value_and_jac(self, fun: Callable, layout: Layout) -> ValueAndJac | None:
+        """Value and dense Jacobian ``(m, n)`` of a vector-valued ``fun``."""
+        return None

@@ -1,0 +1,182 @@
+"""What runs after every SciPy iteration.
+
+One hook records the history, updates the progress bar, calls the user's
+callback in the style it asks for, enforces ``max_time`` and, in the
+stochastic mode, swaps in the next minibatch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from scipy.optimize import OptimizeResult
+
+from .objective import Halt, Objective
+from .stochastic import BatchFeed
+
+# SciPy calls TNC's callback as callback(xk) only; every other method takes
+# the new style, which SciPy detects by this parameter name.
+_NEW_STYLE = {"intermediate_result"}
+STOPPED_BY_CALLBACK = "`callback` raised `StopIteration`."
+
+
+def callback_style(callback: Callable | None, method: str) -> str | None:
+    """``'new'``, ``'trust-constr'`` (``(x, state)``), ``'legacy'`` or ``None``."""
+    if callback is None:
+        return None
+    if not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    try:
+        params = set(inspect.signature(callback).parameters)
+    except (TypeError, ValueError):
+        params = set()
+    if params == _NEW_STYLE:
+        return "new"
+    if method == "trust-constr":
+        return "trust-constr"
+    return "legacy"
+
+
+class IterationHook:
+    """The callback SciPy receives; see the module docstring.
+
+    Parameters
+    ----------
+    method : str
+        SciPy's method name, lower case.
+    callback : callable or None
+        The user's callback.
+    tree_of : callable
+        Flat vector -> pytree.
+    objective : Objective
+        The memoized objective (for gradient norms and counts).
+    progress : bool or mapping
+        A tqdm bar (``True``, or tqdm keyword arguments).
+    deadline : float or None
+        ``time.perf_counter()`` after which the run stops.
+    feed : BatchFeed or None
+        The stochastic mode's minibatches.
+    make_args : callable
+        Batch -> the extra arguments of the objective.
+    total : int or None
+        Iteration count the progress bar aims for.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        callback: Callable | None,
+        tree_of: Callable,
+        objective: Objective | None,
+        *,
+        progress: bool | Mapping = False,
+        deadline: float | None = None,
+        feed: BatchFeed | None = None,
+        make_args: Callable | None = None,
+        total: int | None = None,
+    ):
+        self.method = method
+        self.user = callback
+        self.style = callback_style(callback, method)
+        self.tree_of = tree_of
+        self.objective = objective
+        self.deadline = deadline
+        self.feed = feed
+        self.make_args = make_args
+        self.nit = 0
+        self.last_x = None
+        self.start = time.perf_counter()
+        self.history: dict[str, list] = {
+            "nit": [], "fun": [], "grad_norm": [], "time": [], "nfev": [], "epoch": [],
+        }
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            kwargs = {"total": total, "unit": "it", "desc": f"{method}", "leave": True}
+            if isinstance(progress, Mapping):
+                kwargs.update(progress)
+            self.bar = tqdm(**kwargs)
+
+    # SciPy builds its wrapper from the callback's signature, so expose the
+    # one each method expects.
+    def scipy_callback(self, legacy: bool = False) -> Callable:
+        if legacy:
+            def callback(xk):
+                self.step(xk, None)
+        else:
+            def callback(intermediate_result):
+                self.step(intermediate_result.x, intermediate_result)
+        return callback
+
+    def _record(self, x: np.ndarray, state: OptimizeResult | None) -> None:
+        obj = self.objective
+        fun = state.get("fun") if state is not None else None
+        if fun is None and obj is not None:
+            fun = obj._f
+        grad = None
+        if state is not None:
+            grad = state.get("grad", state.get("jac"))
+            if grad is not None and np.shape(grad) != np.shape(x):
+                grad = None
+        if grad is None and obj is not None:
+            # The last gradient evaluated: for line-search methods that is
+            # the accepted iterate's.
+            grad = obj._g
+        gnorm = float(np.linalg.norm(grad)) if grad is not None else np.nan
+        h = self.history
+        h["nit"].append(self.nit)
+        h["fun"].append(np.nan if fun is None else float(fun))
+        h["grad_norm"].append(gnorm)
+        h["time"].append(time.perf_counter() - self.start)
+        h["nfev"].append(obj.n_evaluations if obj is not None else np.nan)
+        h["epoch"].append(self.feed.epoch if self.feed is not None else 0)
+        if self.bar is not None:
+            post = {"f": f"{h['fun'][-1]:.6g}", "|g|": f"{gnorm:.3g}"}
+            if self.feed is not None:
+                post["epoch"] = self.feed.epoch
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(1)
+
+    def _call_user(self, x: np.ndarray, state: OptimizeResult | None) -> None:
+        if self.style is None:
+            return
+        x_tree = self.tree_of(np.array(x, dtype=np.float64, copy=True))
+        if self.style == "new":
+            res = OptimizeResult(state if state is not None else {})
+            res.x = x_tree
+            self.user(intermediate_result=res)
+        elif self.style == "trust-constr":
+            res = OptimizeResult(state)
+            res.x = x_tree
+            self.user(x_tree, res)
+        else:
+            self.user(x_tree)
+
+    def step(self, x: np.ndarray, state: OptimizeResult | None) -> None:
+        self.nit += 1
+        self._record(x, state)
+        try:
+            self._call_user(x, state)
+            if self.deadline is not None and time.perf_counter() > self.deadline:
+                raise Halt("Stopped: the time limit `max_time` was reached.", best=True)
+            if self.feed is not None:
+                self.objective.set_args(self.make_args(self.feed.advance()))
+        except StopIteration:
+            if self.method != "tnc":
+                raise  # SciPy stops cleanly on it
+            # TNC cannot stop on StopIteration: the driver does, from here.
+            self.last_x = np.array(x, dtype=np.float64, copy=True)
+            raise Halt(STOPPED_BY_CALLBACK) from None
+        except Halt:
+            self.last_x = np.array(x, dtype=np.float64, copy=True)
+            raise
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,139 @@
+"""Constraints whose functions take the pytree, translated to SciPy's flat forms.
+
+A constraint function may return a tensor of any shape; SciPy sees it
+raveled in C order. A user Jacobian may be a dense ``(m, n)`` matrix over
+the flat vector or a pytree shaped like x0 whose leaves have shape
+``(m, *leaf.shape)``. Without one, the backend's autodiff supplies it
+(NumPy keeps SciPy's finite differences). ``LinearConstraint`` matrices
+are over the flat vector (see :mod:`dict_minimize.core.tree` for its order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from scipy.optimize import LinearConstraint, NonlinearConstraint
+
+from .tree import Layout, flatten_with_paths, is_container
+
+
+def flat_vector(backend, value: Any) -> np.ndarray:
+    """A constraint value of any shape as a 1-d float64 array."""
+    return np.asarray(backend.to_numpy(value), dtype=np.float64).reshape(-1)
+
+
+def flat_jacobian(backend, layout: Layout, jac: Any, is_leaf, what: str = "constraint jac") -> np.ndarray:
+    """A user Jacobian (dense ``(m, n)`` or an x0-shaped pytree of ``(m, *shape)``) as ``(m, n)``."""
+    if is_container(jac):
+        paths, leaves, _ = flatten_with_paths(jac, is_leaf)
+        if len(leaves) != len(layout.shapes):
+            raise ValueError(f"{what} has {len(leaves)} leaves; x0 has {len(layout.shapes)}")
+        blocks = []
+        for path, leaf, size in zip(layout.paths, leaves, layout.sizes):
+            arr = np.asarray(backend.to_numpy(leaf), dtype=np.float64)
+            if arr.size % max(size, 1):
+                raise ValueError(f"{what} for {path} has shape {arr.shape}, not (m, *{path}.shape)")
+            blocks.append(arr.reshape(-1, size))
+        return np.hstack(blocks) if blocks else np.zeros((0, 0))
+    arr = np.asarray(backend.to_numpy(jac), dtype=np.float64)
+    if arr.size % max(layout.n, 1):
+        raise ValueError(f"{what} has shape {arr.shape}; expected (m, {layout.n}) over the flat vector")
+    return arr.reshape(-1, layout.n)
+
+
+class _JacMemo:
+    """Constraint value and autodiff Jacobian from one pass, memoized by x."""
+
+    def __init__(self, value_and_jac: Callable, args: tuple):
+        self._vj = value_and_jac
+        self._args = args
+        self._x = None
+
+    def _at(self, x):
+        if self._x is None or not np.array_equal(x, self._x):
+            self._c, self._j = self._vj(x, self._args)
+            self._x = np.array(x, dtype=np.float64, copy=True)
+
+    def fun(self, x):
+        self._at(x)
+        return self._c
+
+    def jac(self, x):
+        self._at(x)
+        return self._j
+
+
+def _translate_one(con, tree_of, backend, layout, is_leaf, index):
+    if isinstance(con, LinearConstraint):
+        return con
+
+    if isinstance(con, NonlinearConstraint):
+        cfun, cjac, cargs = con.fun, con.jac, ()
+    elif isinstance(con, Mapping):
+        unknown = set(con) - {"type", "fun", "jac", "args"}
+        if unknown:
+            raise ValueError(f"constraints[{index}] has unknown field(s) {sorted(unknown)}")
+        if con.get("type") not in ("eq", "ineq"):
+            raise ValueError(f"constraints[{index}]['type'] must be 'eq' or 'ineq', got {con.get('type')!r}")
+        if not callable(con.get("fun")):
+            raise TypeError(f"constraints[{index}]['fun'] must be callable")
+        cfun, cjac, cargs = con["fun"], con.get("jac"), tuple(con.get("args", ()))
+    else:
+        raise TypeError(
+            f"constraints[{index}] must be a dict, NonlinearConstraint or LinearConstraint, "
+            f"got {type(con).__name__}"
+        )
+
+    def value(x):
+        return flat_vector(backend, cfun(tree_of(x), *cargs))
+
+    # NonlinearConstraint's default jac is '2-point': that counts as not given.
+    user_jac = callable(cjac)
+    new_jac = None
+    autodiff = None
+    if user_jac:
+        def new_jac(x):
+            return flat_jacobian(backend, layout, cjac(tree_of(x), *cargs), is_leaf)
+    elif cjac in (None, "2-point") and (vj := backend.value_and_jac(cfun, layout)) is not None:
+        autodiff = _JacMemo(vj, cargs)
+        value, new_jac = autodiff.fun, autodiff.jac
+
+    if isinstance(con, NonlinearConstraint):
+        jac_arg = new_jac if new_jac is not None else cjac
+        hess = con.hess
+        if callable(hess):
+            user_hess = hess
+
+            def hess(x, v):
+                return user_hess(tree_of(x), v)
+
+        return NonlinearConstraint(
+            value, _flat_side(con.lb), _flat_side(con.ub), jac=jac_arg, hess=hess,
+            keep_feasible=con.keep_feasible, finite_diff_rel_step=con.finite_diff_rel_step,
+            finite_diff_jac_sparsity=con.finite_diff_jac_sparsity,
+        )
+    out = {"type": con["type"], "fun": value}
+    if new_jac is not None:
+        out["jac"] = new_jac
+    elif cjac is not None:
+        out["jac"] = cjac
+    return out
+
+
+def _flat_side(side):
+    arr = np.asarray(side, dtype=np.float64)
+    return arr.reshape(-1) if arr.ndim > 1 else arr
+
+
+def make_constraints(constraints: Any, tree_of: Callable, backend, layout: Layout, is_leaf) -> list:
+    """Translate the user's constraints (one or a sequence) to SciPy's flat forms."""
+    if constraints is None:
+        return []
+    if isinstance(constraints, (Mapping, LinearConstraint, NonlinearConstraint)):
+        constraints = [constraints]
+    return [
+        _translate_one(con, tree_of, backend, layout, is_leaf, i)
+        for i, con in enumerate(constraints)
+    ]

@@ -1,0 +1,128 @@
+"""The objective over the flat vector: one evaluation per distinct point.
+
+SciPy asks for ``fun(x)`` and then ``jac(x)`` at the same ``x``; the memo
+answers both from one value-and-gradient pass. It also counts evaluations,
+keeps the best point when a time limit may need it, and forgets everything
+when the stochastic mode swaps in a new batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+class Halt(Exception):
+    """Raised inside an evaluation or a callback to end the run cleanly.
+
+    The driver catches it and builds the result from the last iterate or the
+    best point seen, with ``message`` as the result's message.
+    """
+
+    def __init__(self, message: str, *, status: int = 99, success: bool = False, best: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.success = success
+        self.best = best
+
+
+class Objective:
+    """Memoized, counted evaluations of the user's objective.
+
+    Parameters
+    ----------
+    value : callable
+        ``value(x, args) -> float``.
+    value_and_grad : callable or None
+        ``value_and_grad(x, args) -> (float, grad)``; when given, ``fun``
+        computes both so that the following ``jac`` call is free.
+    args : tuple
+        Extra arguments passed after ``x`` (the stochastic mode swaps them).
+    deadline : float or None
+        ``time.perf_counter()`` value after which evaluations raise
+        :class:`Halt`; the best point so far is then kept.
+    """
+
+    def __init__(
+        self,
+        value: Callable,
+        value_and_grad: Callable | None = None,
+        *,
+        args: tuple = (),
+        deadline: float | None = None,
+    ):
+        self._value = value
+        self._value_and_grad = value_and_grad
+        self.args = args
+        self.deadline = deadline
+        self.n_evaluations = 0
+        self._x = None
+        self._f = None
+        self._g = None
+        self._lin_x = None
+        self._lin = None
+        # Only kept when a time limit may need it: copying x costs O(n).
+        self.best_x = None
+        self.best_f = np.inf
+
+    def set_args(self, args: tuple) -> None:
+        """Swap the extra arguments (a new minibatch); forget every memo."""
+        self.args = args
+        self._x = self._f = self._g = None
+        self._lin_x = self._lin = None
+        self.best_f = np.inf
+        self.best_x = None
+
+    def _check_time(self) -> None:
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise Halt("Stopped: the time limit `max_time` was reached.", best=True)
+
+    def _remember(self, x: np.ndarray, f: float, g) -> None:
+        self._x = np.array(x, dtype=np.float64, copy=True)
+        self._f, self._g = f, g
+        if self.deadline is not None and f < self.best_f:
+            self.best_f, self.best_x = f, self._x
+
+    def _same_point(self, x: np.ndarray) -> bool:
+        return self._x is not None and np.array_equal(x, self._x)
+
+    def fun(self, x: np.ndarray) -> float:
+        """The objective at ``x``."""
+        if self._same_point(x):
+            return self._f
+        self._check_time()
+        self.n_evaluations += 1
+        if self._value_and_grad is not None:
+            f, g = self._value_and_grad(x, self.args)
+        else:
+            f, g = self._value(x, self.args), None
+        self._remember(x, f, g)
+        return f
+
+    def jac(self, x: np.ndarray) -> np.ndarray:
+        """The flat gradient at ``x`` (computed with the value when not memoized)."""
+        if not (self._same_point(x) and self._g is not None):
+            self._check_time()
+            self.n_evaluations += 1
+            f, g = self._value_and_grad(x, self.args)
+            self._remember(x, f, g)
+        # Like SciPy's MemoizeJac, hand out the memo itself: each evaluation
+        # makes a new array and nothing here writes into an old one.
+        return self._g
+
+    def last_grad_at(self, x: np.ndarray) -> np.ndarray | None:
+        """The memoized gradient if it is for ``x``, without evaluating."""
+        if self._g is not None and self._same_point(x):
+            return self._g
+        return None
+
+    def hvp_at(self, linearize: Callable, x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """``H(x) @ p``, reusing the linearization at ``x`` across products."""
+        if self._lin is None or not np.array_equal(x, self._lin_x):
+            self._check_time()
+            self._lin = linearize(x, self.args)
+            self._lin_x = np.array(x, dtype=np.float64, copy=True)
+        return self._lin(np.asarray(p, dtype=np.float64))

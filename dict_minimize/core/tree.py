@@ -1,0 +1,107 @@
+"""Pytrees and the flat layout: how a pytree of tensors maps to one flat vector.
+
+Flat order is x0's leaf order (dict insertion order, depth first), each leaf
+in C order. optree sorts dict keys by default, so every flatten here runs in
+its insertion-ordered mode, in this package's own optree namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optree
+
+NAMESPACE = "dict_minimize"
+
+
+def flatten_with_paths(tree: Any, is_leaf: Callable[[Any], bool] | None = None):
+    """Flatten ``tree`` in insertion order.
+
+    Returns
+    -------
+    paths : list of tuple
+        The key path of each leaf.
+    leaves : list
+        The leaves, in flat order.
+    treespec : optree.PyTreeSpec
+        The structure, for :func:`optree.tree_unflatten`.
+    """
+    with optree.dict_insertion_ordered(True, namespace=NAMESPACE):
+        paths, leaves, spec = optree.tree_flatten_with_path(
+            tree, is_leaf=is_leaf, none_is_leaf=False, namespace=NAMESPACE
+        )
+    return paths, leaves, spec
+
+
+def format_path(path: Sequence[Any], root: str = "x0") -> str:
+    """Format a key path the way a user would index it: ``x0['layer'][0]``."""
+    return root + "".join(f"[{key!r}]" for key in path)
+
+
+def is_container(obj: Any) -> bool:
+    """Whether optree treats ``obj`` as an internal node (dict, list, tuple, ...)."""
+    return not optree.treespec_is_leaf(
+        optree.tree_structure(obj, none_is_leaf=True, namespace=NAMESPACE)
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each leaf of x0 lives in the flat float64 vector.
+
+    Attributes
+    ----------
+    treespec : optree.PyTreeSpec
+        x0's structure.
+    paths : tuple of str
+        Each leaf's key path, formatted for messages (``x0['w']``).
+    shapes : tuple of tuple of int
+        Each leaf's shape.
+    dtypes : tuple
+        Each leaf's dtype, as the backend's own dtype object.
+    sizes, offsets : tuple of int
+        Each leaf's element count and start in the flat vector.
+    n : int
+        Length of the flat vector.
+    info : Any
+        Whatever else the backend needs (the device, the transfer dtype).
+    keys : tuple of tuple
+        Each leaf's raw key path (optree's entries).
+    """
+
+    treespec: Any
+    paths: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[Any, ...]
+    sizes: tuple[int, ...]
+    offsets: tuple[int, ...]
+    n: int
+    info: Any = None
+    keys: tuple = ()
+
+    @classmethod
+    def build(cls, treespec, paths, shapes, dtypes, info=None, keys=()) -> "Layout":
+        shapes = tuple(tuple(int(d) for d in s) for s in shapes)
+        sizes = tuple(int(np.prod(s, dtype=np.int64)) for s in shapes)
+        offsets = tuple(int(o) for o in np.cumsum((0,) + sizes[:-1])) if sizes else ()
+        return cls(treespec, tuple(paths), shapes, tuple(dtypes), sizes, offsets, sum(sizes), info, tuple(keys))
+
+    def unflatten(self, leaves: Sequence[Any]) -> Any:
+        """Rebuild x0's structure around ``leaves``."""
+        return optree.tree_unflatten(self.treespec, list(leaves))
+
+    def split(self, flat: np.ndarray) -> list[np.ndarray]:
+        """Views of ``flat`` (shape ``(..., n)``) reshaped to each leaf's shape."""
+        lead = flat.shape[:-1]
+        return [
+            flat[..., o : o + s].reshape(lead + shape)
+            for o, s, shape in zip(self.offsets, self.sizes, self.shapes)
+        ]
+
+    def path_of_index(self, i: int) -> str:
+        """The key path of the leaf holding flat index ``i``."""
+        k = int(np.searchsorted(np.asarray(self.offsets), i, side="right")) - 1
+        return self.paths[k]

@@ -1,0 +1,208 @@
+"""PyTorch backend: gradients by autograd, tensors on any device.
+
+The flat vector crosses to the device once per evaluation (one host copy,
+then views split on the device) and comes back once (one ``torch.cat``,
+one copy). float32 travels as float32 and is widened on the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import OptimizeResult
+
+from .core import Backend, Layout
+from .core import minimize as _minimize
+from .core.docs import MINIMIZE_DOC
+
+__all__ = ["minimize"]
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class _Info:
+    device: torch.device | None  # None: leaves live on several devices
+    devices: tuple  # each leaf's device
+    transfer: torch.dtype  # dtype of the flat buffer on the device
+    uniform: bool  # every leaf has the transfer dtype
+
+
+class TorchBackend(Backend):
+    """Leaves are ``torch.Tensor`` (Parameters too); NumPy arrays and floats become tensors."""
+
+    name = "torch"
+
+    def leaf_shape_dtype(self, leaf: Any, path: str):
+        if isinstance(leaf, torch.Tensor):
+            if leaf.dtype not in _FLOATS:
+                raise TypeError(
+                    f"{path} has dtype {leaf.dtype}; only floating dtypes "
+                    "(float16, bfloat16, float32, float64) can be optimized"
+                )
+            return tuple(leaf.shape), leaf.dtype
+        if isinstance(leaf, float):
+            return (), torch.float64
+        if isinstance(leaf, (np.ndarray, np.generic)) and leaf.dtype.kind == "f":
+            return leaf.shape, torch.from_numpy(np.zeros(0, leaf.dtype)).dtype
+        kind = getattr(leaf, "dtype", type(leaf).__name__)
+        raise TypeError(
+            f"{path} is {kind}; x0's leaves must be floating torch tensors, NumPy arrays or floats"
+        )
+
+    def layout_info(self, leaves, dtypes) -> _Info:
+        devices = tuple(v.device if isinstance(v, torch.Tensor) else None for v in leaves)
+        known = {d for d in devices if d is not None}
+        home = known.pop() if len(known) == 1 else (torch.device("cpu") if not known else None)
+        devices = tuple(home if d is None else d for d in devices)
+        transfer = torch.float64 if torch.float64 in dtypes else torch.float32
+        return _Info(home, devices, transfer, all(d == transfer for d in dtypes))
+
+    # ---- conversions ------------------------------------------------------
+
+    def _tensor(self, leaf: Any, device) -> torch.Tensor:
+        if isinstance(leaf, torch.Tensor):
+            return leaf.detach()
+        return torch.as_tensor(np.asarray(leaf), device=device)
+
+    def to_flat(self, leaves: list, layout: Layout) -> np.ndarray:
+        info: _Info = layout.info
+        if info.device is None:
+            # Several devices: gather on the host, one tensor at a time.
+            parts = [self._tensor(v, d).reshape(-1).cpu() for v, d in zip(leaves, info.devices)]
+        else:
+            parts = [self._tensor(v, info.device).reshape(-1) for v in leaves]
+        flat = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if flat.dtype not in (torch.float32, torch.float64):
+            flat = flat.to(torch.float32)  # NumPy has no bfloat16
+        # One device->host copy; float32 is widened on the host.
+        return flat.cpu().numpy().astype(np.float64)
+
+    def _buffer(self, x: np.ndarray, info: _Info, device) -> torch.Tensor:
+        if info.transfer == torch.float32:
+            host = np.asarray(x, dtype=np.float32)  # a new array: never aliases x
+        else:
+            host = np.array(x, dtype=np.float64, copy=True)
+        return torch.from_numpy(host).to(device)
+
+    def _views(self, buf: torch.Tensor, layout: Layout) -> list:
+        info: _Info = layout.info
+        pieces = torch.split(buf, layout.sizes)
+        if info.uniform:
+            return [p.view(s) for p, s in zip(pieces, layout.shapes)]
+        return [p.view(s).to(d) for p, s, d in zip(pieces, layout.shapes, layout.dtypes)]
+
+    def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
+        info: _Info = layout.info
+        if info.device is not None:
+            leaves = self._views(self._buffer(x, info, info.device), layout)
+        else:
+            leaves = [
+                self._buffer(piece.reshape(-1), info, dev).view(shape).to(dt)
+                for piece, dev, shape, dt in zip(layout.split(x), info.devices, layout.shapes, layout.dtypes)
+            ]
+        if requires_grad:
+            # Leaf tensors, as dict_minimize 0.0.x handed to jac=True functions.
+            leaves = [v.detach().requires_grad_() for v in leaves]
+        return leaves
+
+    def to_numpy(self, obj: Any) -> np.ndarray:
+        if isinstance(obj, torch.Tensor):
+            obj = obj.detach()
+            if obj.dtype in (torch.float16, torch.bfloat16):
+                obj = obj.float()
+            return obj.cpu().numpy()
+        if isinstance(obj, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in obj):
+            return np.asarray([self.to_numpy(v) for v in obj])
+        return np.asarray(obj)
+
+    # ---- derivatives ------------------------------------------------------
+
+    @staticmethod
+    def _scalar_tensor(value: Any) -> torch.Tensor:
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                "fun must return a torch scalar that depends on x through autograd; "
+                f"it returned {type(value).__name__} (did it call .item() or float()?)"
+            )
+        if value.numel() != 1:
+            raise ValueError(
+                f"fun must return a scalar; it returned a tensor of shape {tuple(value.shape)}"
+            )
+        return value.reshape(())
+
+    def value_and_grad(self, fun: Callable, layout: Layout):
+        info: _Info = layout.info
+
+        def value_and_grad(x: np.ndarray, args: tuple):
+            with torch.enable_grad():
+                if info.device is not None:
+                    buf = self._buffer(x, info, info.device).requires_grad_()
+                    inputs = [buf]
+                    leaves = self._views(buf, layout)
+                else:
+                    leaves = self.from_flat(x, layout, requires_grad=True)
+                    inputs = leaves
+                value = self._scalar_tensor(fun(layout.unflatten(leaves), *args))
+                if not value.requires_grad:
+                    raise ValueError(
+                        "fun's value does not depend on x through autograd "
+                        "(was it computed under torch.no_grad() or from .detach()/.item()?)"
+                    )
+                grads = torch.autograd.grad(value, inputs, allow_unused=True)
+            grads = [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
+            if info.device is not None:
+                (g,) = grads
+                g = g.detach()
+                if g.dtype != torch.float64:
+                    g = g.float()
+                return float(value.detach()), g.cpu().numpy().astype(np.float64)
+            return float(value.detach()), self.to_flat(grads, layout)
+
+        return value_and_grad
+
+
+_BACKEND = TorchBackend()
+
+
+def minimize(
+    fun: Callable,
+    x0: Any,
+    args: tuple = (),
+    method: str | Callable | None = None,
+    jac: Any = None,
+    hess: Any = None,
+    hessp: Callable | None = None,
+    bounds: Any = None,
+    constraints: Any = (),
+    tol: float | None = None,
+    callback: Callable | None = None,
+    options: dict | None = None,
+    **extras: Any,
+) -> OptimizeResult:
+    return _minimize(
+        _BACKEND, fun, x0, args, method, jac, hess, hessp, bounds, constraints,
+        tol, callback, options, **extras,
+    )
+
+
+minimize.__doc__ = MINIMIZE_DOC.format(
+    tensors="PyTorch tensors",
+    tensor="torch.Tensor",
+    jac_none="``None``: the gradient by autograd, value and gradient in one pass.",
+    hess_none="``None``: Hessian-vector products by autodiff where the method uses them.",
+    cons_none="Without ``jac``, Jacobians by autograd.",
+    example="""    >>> import torch
+    >>> from dict_minimize.torch_api import minimize
+    >>> def rosen(x):
+    ...     a, b = x["a"], x["b"]
+    ...     return (100 * (b - a**2) ** 2 + (1 - a) ** 2).sum()
+    >>> x0 = {"a": torch.full((3,), -1.0), "b": torch.full((3,), 2.0)}
+    >>> res = minimize(rosen, x0, method="L-BFGS-B", bounds={"b": (None, 5.0)})
+    >>> res.x["a"].dtype, bool(torch.allclose(res.x["a"], torch.ones(3), atol=1e-3))
+    (torch.float32, True)""",
+)
