@@ -1,0 +1,193 @@
+"""The backend harness: every contract test runs once per installed backend.
+
+A backend registers by adding one ``Harness`` factory to ``_FACTORIES``;
+the contract suite in ``test_contract*.py`` then runs on it unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@dataclass
+class Harness:
+    """How the shared tests talk to one backend.
+
+    Attributes
+    ----------
+    name : str
+        'numpy', 'torch', 'tensorflow' or 'jax'.
+    minimize : callable
+        The backend's ``minimize``.
+    asarray : callable
+        ``asarray(array_like, dtype_name='float64')`` -> a native tensor.
+    to_numpy : callable
+        Native tensor -> ``np.ndarray``.
+    is_native : callable
+        Whether an object is this backend's tensor type.
+    dtype_name : callable
+        Native tensor -> 'float32', 'float64', ...
+    ops : SimpleNamespace
+        ``sum, exp, sin, cos, sqrt, log, tanh, reshape, stack`` in the framework.
+    autodiff : bool
+        Whether ``jac=None`` means autodiff (False for NumPy).
+    dtypes : tuple of str
+        Floating dtypes the backend supports.
+    int_tensor, complex_tensor, bool_tensor : callable
+        Make a bad leaf of that kind (``None`` if the framework has none).
+    """
+
+    name: str
+    minimize: Callable
+    asarray: Callable
+    to_numpy: Callable
+    is_native: Callable
+    dtype_name: Callable
+    ops: SimpleNamespace
+    autodiff: bool
+    dtypes: tuple = ("float32", "float64")
+    int_tensor: Callable | None = None
+    complex_tensor: Callable | None = None
+    bool_tensor: Callable | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _numpy() -> Harness:
+    from dict_minimize import numpy_api
+
+    return Harness(
+        name="numpy",
+        minimize=numpy_api.minimize,
+        asarray=lambda a, dtype="float64": np.array(a, dtype=dtype),
+        to_numpy=np.asarray,
+        is_native=lambda t: isinstance(t, np.ndarray),
+        dtype_name=lambda t: str(t.dtype),
+        ops=SimpleNamespace(sum=np.sum, exp=np.exp, sin=np.sin, cos=np.cos, sqrt=np.sqrt,
+                            log=np.log, tanh=np.tanh, reshape=np.reshape, stack=np.stack),
+        autodiff=False,
+        dtypes=("float16", "float32", "float64"),
+        int_tensor=lambda: np.arange(3),
+        complex_tensor=lambda: np.ones(3, dtype=complex),
+        bool_tensor=lambda: np.ones(3, dtype=bool),
+    )
+
+
+def _torch() -> Harness:
+    import torch
+
+    from dict_minimize import torch_api
+
+    dt = {"float16": torch.float16, "bfloat16": torch.bfloat16,
+          "float32": torch.float32, "float64": torch.float64}
+    return Harness(
+        name="torch",
+        minimize=torch_api.minimize,
+        asarray=lambda a, dtype="float64": torch.tensor(np.asarray(a, dtype=np.float64), dtype=dt[dtype]),
+        to_numpy=lambda t: t.detach().cpu().float().numpy() if t.dtype in (torch.float16, torch.bfloat16)
+        else t.detach().cpu().numpy(),
+        is_native=lambda t: isinstance(t, torch.Tensor),
+        dtype_name=lambda t: str(t.dtype).replace("torch.", ""),
+        ops=SimpleNamespace(sum=torch.sum, exp=torch.exp, sin=torch.sin, cos=torch.cos,
+                            sqrt=torch.sqrt, log=torch.log, tanh=torch.tanh,
+                            reshape=torch.reshape, stack=torch.stack),
+        autodiff=True,
+        dtypes=("float16", "bfloat16", "float32", "float64"),
+        int_tensor=lambda: torch.arange(3),
+        complex_tensor=lambda: torch.ones(3, dtype=torch.complex64),
+        bool_tensor=lambda: torch.ones(3, dtype=torch.bool),
+    )
+
+
+def _tensorflow() -> Harness:
+    import tensorflow as tf
+
+    from dict_minimize import tensorflow_api
+
+    return Harness(
+        name="tensorflow",
+        minimize=tensorflow_api.minimize,
+        asarray=lambda a, dtype="float64": tf.constant(np.asarray(a, dtype=np.float64), dtype=getattr(tf, dtype)),
+        to_numpy=lambda t: np.asarray(t.numpy() if hasattr(t, "numpy") else t),
+        is_native=lambda t: isinstance(t, (tf.Tensor, tf.Variable)),
+        dtype_name=lambda t: t.dtype.name,
+        ops=SimpleNamespace(sum=tf.reduce_sum, exp=tf.exp, sin=tf.sin, cos=tf.cos,
+                            sqrt=tf.sqrt, log=tf.math.log, tanh=tf.tanh,
+                            reshape=tf.reshape, stack=tf.stack),
+        autodiff=True,
+        dtypes=("float16", "bfloat16", "float32", "float64"),
+        int_tensor=lambda: tf.range(3),
+        complex_tensor=lambda: tf.ones(3, dtype=tf.complex64),
+        bool_tensor=lambda: tf.ones(3, dtype=tf.bool),
+    )
+
+
+def _jax() -> Harness:
+    import jax
+    import jax.numpy as jnp
+
+    from dict_minimize import jax_api
+
+    return Harness(
+        name="jax",
+        minimize=jax_api.minimize,
+        asarray=lambda a, dtype="float64": jnp.asarray(np.asarray(a, dtype=np.float64), dtype=getattr(jnp, dtype)),
+        to_numpy=lambda t: np.asarray(t),
+        is_native=lambda t: isinstance(t, jax.Array),
+        dtype_name=lambda t: str(t.dtype),
+        ops=SimpleNamespace(sum=jnp.sum, exp=jnp.exp, sin=jnp.sin, cos=jnp.cos, sqrt=jnp.sqrt,
+                            log=jnp.log, tanh=jnp.tanh, reshape=jnp.reshape, stack=jnp.stack),
+        autodiff=True,
+        dtypes=("float16", "bfloat16", "float32", "float64"),
+        int_tensor=lambda: jnp.arange(3),
+        complex_tensor=lambda: jnp.ones(3, dtype=jnp.complex64),
+        bool_tensor=lambda: jnp.ones(3, dtype=bool),
+    )
+
+
+_FACTORIES = {"numpy": _numpy, "torch": _torch, "tensorflow": _tensorflow, "jax": _jax}
+_FRAMEWORK = {"numpy": "numpy", "torch": "torch", "tensorflow": "tensorflow", "jax": "jax"}
+
+
+def _available(name: str) -> bool:
+    try:
+        importlib.import_module(_FRAMEWORK[name])
+        importlib.import_module(f"dict_minimize.{name}_api")
+    except ImportError:
+        return False
+    return True
+
+
+BACKENDS = [name for name in _FACTORIES if _available(name)]
+AUTODIFF_BACKENDS = [name for name in BACKENDS if name != "numpy"]
+_CACHE: dict[str, Harness] = {}
+
+
+def harness(name: str) -> Harness:
+    if name not in _CACHE:
+        _CACHE[name] = _FACTORIES[name]()
+    return _CACHE[name]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> Harness:
+    """Every installed backend."""
+    return harness(request.param)
+
+
+@pytest.fixture(params=AUTODIFF_BACKENDS)
+def ad_backend(request) -> Harness:
+    """Every installed backend with autodiff (all but NumPy)."""
+    return harness(request.param)
+
+
+def pytest_report_header(config):
+    return f"dict_minimize backends under test: {', '.join(BACKENDS)}"
