@@ -94,9 +94,27 @@ class Backend(abc.ABC):
         return None
 
     def linearize_grad(self, fun: Callable, layout: Layout) -> Linearize | None:
-        """Hessian-vector products at a point, reusing work across products."""
+        """Hessian-vector products of the scalar ``fun`` by autodiff.
+
+        Returns ``linearize(x, args) -> hvp`` with ``hvp(p) = H(x) @ p`` (flat
+        float64 in and out). SciPy asks for many products at one ``x``: what
+        can be reused between them (a retained graph, a compiled
+        jvp-of-grad) is built once in ``linearize``.
+        """
         return None
 
     def value_and_jac(self, fun: Callable, layout: Layout) -> ValueAndJac | None:
-        """Value and dense Jacobian ``(m, n)`` of a vector-valued ``fun``."""
+        """Value ``c`` (raveled, ``(m,)``) and dense Jacobian ``(m, n)`` of a tensor-valued ``fun``.
+
+        Reverse mode (m vector-Jacobian products) or forward mode (n
+        Jacobian-vector products), whichever is cheaper for the shape.
+        """
         return None
+
+    def vdot(self, v: np.ndarray, c: Any) -> Any:
+        """``sum(v * ravel(c))`` in the framework, differentiable in ``c``.
+
+        With :meth:`linearize_grad` it gives the constraint Hessians
+        ``hess(x, v)`` that trust-constr asks for.
+        """
+        return np.dot(np.asarray(v, dtype=np.float64), np.ravel(self.to_numpy(c)))
