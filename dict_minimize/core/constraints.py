@@ -4,7 +4,9 @@ A constraint function may return a tensor of any shape; SciPy sees it
 raveled in C order. A user Jacobian may be a dense ``(m, n)`` matrix over
 the flat vector or a pytree shaped like x0 whose leaves have shape
 ``(m, *leaf.shape)``. Without one, the backend's autodiff supplies it
-(NumPy keeps SciPy's finite differences). ``LinearConstraint`` matrices
+(NumPy keeps SciPy's finite differences); for trust-constr the constraint
+Hessians ``hess(x, v)`` then come from Hessian-vector products of ``v . c(x)``
+instead of SciPy's quasi-Newton default. ``LinearConstraint`` matrices
 are over the flat vector (see :mod:`dict_minimize.core.tree` for its order).
 """
 
@@ -14,7 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from scipy.optimize import LinearConstraint, NonlinearConstraint
+from scipy.optimize import BFGS, LinearConstraint, NonlinearConstraint
+from scipy.sparse.linalg import LinearOperator
 
 from .tree import Layout, flatten_with_paths, is_container
 
@@ -65,7 +68,7 @@ class _JacMemo:
         return self._j
 
 
-def _translate_one(con, tree_of, backend, layout, is_leaf, index):
+def _translate_one(con, tree_of, backend, layout, is_leaf, index, method):
     if isinstance(con, LinearConstraint):
         return con
 
@@ -100,20 +103,25 @@ def _translate_one(con, tree_of, backend, layout, is_leaf, index):
         autodiff = _JacMemo(vj, cargs)
         value, new_jac = autodiff.fun, autodiff.jac
 
-    if isinstance(con, NonlinearConstraint):
+    hess = con.hess if isinstance(con, NonlinearConstraint) else None
+    if callable(hess):
+        user_hess = hess
+
+        def hess(x, v):
+            return user_hess(tree_of(x), v)
+    elif autodiff is not None and method == "trust-constr" and _is_default_hess(hess):
+        hess = _autodiff_hess(backend, cfun, cargs, layout) or hess
+
+    if isinstance(con, NonlinearConstraint) or (method == "trust-constr" and hess is not None):
         jac_arg = new_jac if new_jac is not None else cjac
-        hess = con.hess
-        if callable(hess):
-            user_hess = hess
-
-            def hess(x, v):
-                return user_hess(tree_of(x), v)
-
-        return NonlinearConstraint(
-            value, _flat_side(con.lb), _flat_side(con.ub), jac=jac_arg, hess=hess,
-            keep_feasible=con.keep_feasible, finite_diff_rel_step=con.finite_diff_rel_step,
-            finite_diff_jac_sparsity=con.finite_diff_jac_sparsity,
-        )
+        if isinstance(con, NonlinearConstraint):
+            lb, ub = _flat_side(con.lb), _flat_side(con.ub)
+            extra = dict(keep_feasible=con.keep_feasible, finite_diff_rel_step=con.finite_diff_rel_step,
+                         finite_diff_jac_sparsity=con.finite_diff_jac_sparsity)
+        else:  # a dict, as SciPy itself converts it for trust-constr
+            lb, ub, extra = 0.0, (0.0 if con["type"] == "eq" else np.inf), {}
+        return NonlinearConstraint(value, lb, ub, jac=jac_arg if jac_arg is not None else "2-point",
+                                   hess=hess, **extra)
     out = {"type": con["type"], "fun": value}
     if new_jac is not None:
         out["jac"] = new_jac
@@ -122,18 +130,44 @@ def _translate_one(con, tree_of, backend, layout, is_leaf, index):
     return out
 
 
+def _is_default_hess(hess) -> bool:
+    """``None``, or the fresh ``BFGS()`` SciPy puts in when no ``hess`` is given."""
+    return hess is None or (
+        type(hess) is BFGS
+        and getattr(hess, "first_iteration", None) in (None, True)  # never initialized
+        and hess.exception_strategy == "skip_update"
+    )
+
+
+def _autodiff_hess(backend, cfun, cargs, layout):
+    """trust-constr's ``hess(x, v)``: a LinearOperator of HVPs of ``v . c(x)``."""
+    linearize = backend.linearize_grad(
+        lambda tree, v, *a: backend.vdot(v, cfun(tree, *a)), layout
+    )
+    if linearize is None:
+        return None
+    n = layout.n
+
+    def hess(x, v):
+        hvp = linearize(x, (np.asarray(v, dtype=np.float64),) + cargs)
+        return LinearOperator((n, n), matvec=hvp, dtype=np.float64)
+
+    return hess
+
+
 def _flat_side(side):
     arr = np.asarray(side, dtype=np.float64)
     return arr.reshape(-1) if arr.ndim > 1 else arr
 
 
-def make_constraints(constraints: Any, tree_of: Callable, backend, layout: Layout, is_leaf) -> list:
+def make_constraints(constraints: Any, tree_of: Callable, backend, layout: Layout, is_leaf,
+                     method: str = "") -> list:
     """Translate the user's constraints (one or a sequence) to SciPy's flat forms."""
     if constraints is None:
         return []
     if isinstance(constraints, (Mapping, LinearConstraint, NonlinearConstraint)):
         constraints = [constraints]
     return [
-        _translate_one(con, tree_of, backend, layout, is_leaf, i)
+        _translate_one(con, tree_of, backend, layout, is_leaf, i, method)
         for i, con in enumerate(constraints)
     ]

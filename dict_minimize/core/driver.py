@@ -106,11 +106,11 @@ def minimize(
         return flat_gradient(backend, layout, tree, is_leaf, what)
 
     scipy_bounds = make_bounds(bounds, lb_dict, ub_dict, x0, layout, backend, is_leaf)
-    scipy_constraints = make_constraints(constraints, tree_of, backend, layout, is_leaf)
     if method is None:  # SciPy's choice, made on what the user gave
         has_bounds = bounds is not None or lb_dict is not None or ub_dict is not None
         method = "SLSQP" if constraints else "L-BFGS-B" if has_bounds else "BFGS"
     meth = method.lower() if isinstance(method, str) else "_custom"
+    scipy_constraints = make_constraints(constraints, tree_of, backend, layout, is_leaf, meth)
 
     # ---- stochastic mode -------------------------------------------------
     feed = BatchFeed(batches, epochs) if batches is not None else None
