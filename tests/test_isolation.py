@@ -1,0 +1,32 @@
+"""Importing dict_minimize imports no framework; one *_api imports only its own."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import BACKENDS
+
+FRAMEWORKS = ("torch", "tensorflow", "jax", "jaxlib", "keras")
+
+
+def _imported_after(statement: str) -> set[str]:
+    code = (
+        f"import sys, json\n{statement}\n"
+        f"print(json.dumps([m for m in {FRAMEWORKS!r} if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_package_imports_no_framework():
+    assert _imported_after("import dict_minimize, dict_minimize.core, dict_minimize.numpy_api") == set()
+
+
+@pytest.mark.parametrize("name", [b for b in BACKENDS if b != "numpy"])
+def test_backend_imports_only_its_framework(name):
+    loaded = _imported_after(f"import dict_minimize.{name}_api")
+    own = {"torch": {"torch"}, "tensorflow": {"tensorflow", "keras"}, "jax": {"jax", "jaxlib"}}[name]
+    assert name in loaded
+    assert loaded <= own, f"dict_minimize.{name}_api also imported {sorted(loaded - own)}"
