@@ -32,6 +32,29 @@ DENSE_HESSIAN_METHODS = frozenset({"dogleg", "trust-exact"})
 DENSE_HESSIAN_MAX_BYTES = 2 * 1024**3
 #: Consecutive restarts without an iteration before the stochastic mode gives up.
 MAX_STALLED_RESTARTS = 3
+#: Methods whose finite differences take the ``finite_diff_rel_step`` option.
+FD_STEP_METHODS = frozenset({"bfgs", "cg", "l-bfgs-b", "tnc", "slsqp", "trust-constr"})
+_EPS = {"float16": float(np.finfo(np.float16).eps), "bfloat16": 2.0**-7,
+        "float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
+
+
+def _dtype_name(dtype: Any) -> str:
+    """'float32' from a NumPy, torch, TensorFlow or JAX dtype."""
+    name = getattr(dtype, "name", None)
+    return name if isinstance(name, str) else str(dtype).rsplit(".", 1)[-1]
+
+
+def _fd_rel_step(layout: Layout, jac: Any) -> float | None:
+    """A finite-difference step the leaves' precision can resolve, or None for float64.
+
+    SciPy's default relative step (sqrt of float64 eps, ~1.5e-8) is below
+    float32's eps: x + h rounds back to x in the leaf's dtype and the
+    difference quotient is zero. Use the same rule with the leaves' eps.
+    """
+    eps = max(_EPS.get(_dtype_name(d), _EPS["float64"]) for d in layout.dtypes)
+    if eps <= _EPS["float64"]:
+        return None
+    return eps ** (1 / 3) if jac == "3-point" else eps**0.5
 
 
 def build_layout(backend: Backend, x0: Any) -> tuple[Layout, list]:
@@ -166,6 +189,17 @@ def minimize(
             return np.asarray(backend.to_numpy(h), dtype=np.float64).reshape(layout.n, layout.n)
     if hess is None and hessp is None and (jac is None or callable(jac)):
         scipy_hess, scipy_hessp = _autodiff_curvature(backend, fun, layout, objective, meth)
+
+    if scipy_jac is jac and not callable(jac) and meth in FD_STEP_METHODS:
+        step = _fd_rel_step(layout, jac)
+        if step is not None:
+            options.setdefault("finite_diff_rel_step", step)
+            if meth != "trust-constr" and jac in (None, False, "2-point"):
+                # SciPy's relative step is 0 where x is 0 and then falls back
+                # to float64's step; the absolute step ``eps`` of these
+                # methods (the same forward difference) does not.
+                options.setdefault("eps", step)
+                scipy_jac = None
 
     # ---- the run ---------------------------------------------------------
     fixed = scipy_bounds is not None and np.any(np.asarray(scipy_bounds.lb) == np.asarray(scipy_bounds.ub))
