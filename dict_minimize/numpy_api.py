@@ -60,8 +60,7 @@ class NumpyBackend(Backend):
     def to_flat(self, leaves: list, layout: Layout) -> np.ndarray:
         if len(leaves) == 1:
             return np.array(leaves[0], dtype=np.float64, copy=True).reshape(-1)
-        flat = np.concatenate([np.asarray(v).reshape(-1) for v in leaves])
-        return flat.astype(np.float64, copy=False)
+        return np.concatenate(leaves, axis=None, dtype=np.float64)
 
     def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
         if layout.info is not None:  # one dtype: one copy, then views

@@ -92,9 +92,12 @@ class TorchBackend(Backend):
     def _views(self, buf: torch.Tensor, layout: Layout) -> list:
         info: _Info = layout.info
         pieces = torch.split(buf, layout.sizes)
+        # A view whose shape already matches would add an autograd node per
+        # leaf, forward and backward: skip it.
+        pieces = [p if p.dim() == len(s) == 1 else p.view(s) for p, s in zip(pieces, layout.shapes)]
         if info.uniform:
-            return [p.view(s) for p, s in zip(pieces, layout.shapes)]
-        return [p.view(s).to(d) for p, s, d in zip(pieces, layout.shapes, layout.dtypes)]
+            return pieces
+        return [p.to(d) for p, d in zip(pieces, layout.dtypes)]
 
     def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
         info: _Info = layout.info
@@ -156,7 +159,7 @@ class TorchBackend(Backend):
             g = g.detach()
             if g.dtype != torch.float64:
                 g = g.float()
-            return g.cpu().numpy().astype(np.float64)  # one copy, widened on the host
+            return g.cpu().numpy().astype(np.float64, copy=False)  # one copy, widened on the host
         return self.to_flat(grads, layout)
 
     def _value(self, fun: Callable, layout: Layout, leaves: list, args: tuple) -> torch.Tensor:

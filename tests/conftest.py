@@ -17,6 +17,14 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+try:  # On a shared 2-core machine OpenBLAS's spinning threads slow SciPy's
+    # small dense steps ~10x; the tests want one BLAS thread.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+except ImportError:  # pragma: no cover - scikit-learn (test extra) brings it
+    pass
+
 
 @dataclass
 class Harness:

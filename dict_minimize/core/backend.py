@@ -89,6 +89,13 @@ class Backend(abc.ABC):
 
     # ---- derivatives (None: not available, SciPy takes over) --------------
 
+    def value(self, fun: Callable, layout: Layout) -> Callable[[np.ndarray, tuple], float] | None:
+        """The value alone, compiled where the framework compiles (gradient-free methods).
+
+        ``None``: the driver calls ``fun`` eagerly on :meth:`from_flat` leaves.
+        """
+        return None
+
     def value_and_grad(self, fun: Callable, layout: Layout) -> ValueAndGrad | None:
         """Value and flat gradient of ``fun`` in one autodiff pass."""
         return None

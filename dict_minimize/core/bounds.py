@@ -145,7 +145,10 @@ def make_bounds(
         lbs = _per_leaf(x0, lb_dict, layout, False, is_leaf)
         ubs = _per_leaf(x0, ub_dict, layout, False, is_leaf)
     elif _is_flat_pairs(bounds, n):
-        arr = np.array([[-np.inf if v is None else v for v in b] for b in bounds], dtype=np.float64).reshape(n, 2)
+        arr = np.array(
+            [[-np.inf if lo is None else lo, np.inf if hi is None else hi] for lo, hi in bounds],
+            dtype=np.float64,
+        ).reshape(n, 2)
         return _checked(Bounds(arr[:, 0], arr[:, 1]), layout)
     else:
         pairs = _per_leaf(x0, bounds, layout, True, is_leaf)

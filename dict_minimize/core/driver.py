@@ -149,10 +149,13 @@ def minimize(
     deadline = time.perf_counter() + max_time if max_time is not None else None
 
     # ---- objective and gradient -----------------------------------------
-    def value(x, a):
+    def eager_value(x, a):
         return backend.to_scalar(fun(tree_of(x), *a))
 
     uses_grad = meth not in GRADIENT_FREE
+    value = eager_value
+    if jac is not True and not uses_grad:
+        value = backend.value(fun, layout) or eager_value
     scipy_jac: Any = jac
     if jac is True:
         def value_and_grad(x, a):

@@ -6,7 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from .tree import Layout, flatten_with_paths, format_path, is_container
+import optree
+
+from .tree import NAMESPACE, Layout, flatten_with_paths, format_path
 
 
 def _aligned(paths, leaves, layout: Layout, what: str) -> list:
@@ -27,20 +29,24 @@ def flat_gradient(backend, layout: Layout, tree: Any, is_leaf, what: str = "the 
     A single array with n elements is also accepted as the flat vector
     itself, which is what SciPy users hand back.
     """
-    single = len(layout.keys) == 1 and not layout.keys[0]  # x0 is one tensor
-    tensor_like = is_leaf(tree) or not is_container(tree)
-    if single and tensor_like and tuple(getattr(tree, "shape", ())) == layout.shapes[0]:
-        return backend.to_flat([tree], layout)
-    if single or tensor_like:
-        arr = np.array(backend.to_numpy(tree), dtype=np.float64, copy=True)
-        if arr.size != layout.n:
-            raise ValueError(f"{what} has {arr.size} elements; x0 has {layout.n}")
-        return arr.reshape(-1)
-    paths, leaves, spec = flatten_with_paths(tree, is_leaf)
+    # Hot path (every evaluation with jac=True): one flatten, no key paths
+    # unless the structure differs from x0's.
+    with optree.dict_insertion_ordered(True, namespace=NAMESPACE):
+        leaves, spec = optree.tree_flatten(tree, is_leaf=is_leaf, none_is_leaf=False, namespace=NAMESPACE)
     if spec != layout.treespec:
+        single = len(layout.keys) == 1 and not layout.keys[0]  # x0 is one tensor
+        if single or spec.num_nodes == 1:
+            # SciPy users return a list or an array: the flat vector itself.
+            arr = np.array(backend.to_numpy(tree), dtype=np.float64, copy=True)
+            if arr.size != layout.n:
+                raise ValueError(f"{what} has {arr.size} elements; x0 has {layout.n}")
+            return arr.reshape(-1)
+        paths, leaves, _ = flatten_with_paths(tree, is_leaf)
         leaves = _aligned(paths, leaves, layout, what)
     for leaf, shape, path in zip(leaves, layout.shapes, layout.paths):
-        got = tuple(getattr(leaf, "shape", np.shape(leaf)))
-        if got != shape:
-            raise ValueError(f"{what} for {path} has shape {got}; x0 there has shape {shape}")
+        got = leaf.shape if hasattr(leaf, "shape") else np.shape(leaf)
+        if tuple(got) != shape:
+            if len(layout.shapes) == 1 and np.size(leaf) == layout.n:
+                return np.array(backend.to_numpy(leaf), dtype=np.float64, copy=True).reshape(-1)
+            raise ValueError(f"{what} for {path} has shape {tuple(got)}; x0 there has shape {shape}")
     return backend.to_flat(leaves, layout)
