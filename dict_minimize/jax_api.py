@@ -1,0 +1,458 @@
+"""JAX backend: derivatives by ``jax.jit``-compiled autodiff, arrays on any device.
+
+Leaves of ``x0`` are ``jax.Array`` (NumPy arrays and Python floats are
+accepted too), float16, bfloat16, float32 or float64. Results are
+``jax.Array`` with x0's dtypes on x0's device; a leaf sharded over a mesh
+keeps its sharding. Leaves committed to different single devices are a
+``ValueError``, since JAX cannot compute with them together. Dicts keep x0's
+insertion order: JAX's own tree utilities sort dict keys, so they are never
+used to order x0.
+
+Compilation
+    ``fun`` is traced and compiled once per ``minimize`` call, for value and
+    gradient together (``jax.jit`` of ``jax.value_and_grad`` over the flat
+    parameter buffer, split into x0's leaves inside the compiled function),
+    and once more where Hessian-vector products or constraint Jacobians are
+    needed; a new ``minimize`` call compiles again. So ``fun`` must be
+    traceable by ``jax.jit`` (no ``float(x)``, no Python branches on values);
+    ``jac=True``, a ``jac`` callable and gradient-free methods call ``fun``
+    eagerly instead. Hessian-vector products linearize the gradient once per
+    point (``jax.linearize`` of ``jax.grad``): the products SciPy asks for at
+    that point only run the linear part.
+
+What is traced in ``args``
+    ``args`` (and the minibatch of the stochastic mode) may be any JAX
+    pytree. Its array leaves (``jax.Array``, NumPy arrays and scalars) are
+    traced arguments of the compiled functions: new values of the same shape
+    and dtype (the next minibatch) reuse the compiled code. Every other leaf
+    (Python numbers, strings, functions, the static half of an equinox
+    model) is static: closed over at compile time, with one compilation per
+    distinct value (compared with ``==`` when hashable, by identity
+    otherwise). A last minibatch of another shape compiles once more.
+
+float64 and ``jax_enable_x64``
+    This module never changes JAX's configuration. With 64-bit mode off (JAX's
+    default), a float64 leaf (a NumPy float64 array, a Python float) is
+    optimized in float32 and returned as float32, as ``jnp.asarray`` would
+    make it, and a ``UserWarning`` names the leaf and the fix: call
+    ``jax.config.update("jax_enable_x64", True)`` at startup.
+
+Models
+    JAX-registered pytree nodes that are not plain containers (equinox
+    Modules, ``flax.struct`` dataclasses, ``FrozenDict``, ``nnx.State``) are
+    opened as containers, in the order of their own JAX flattening.
+
+    - Flax linen: ``params = variables["params"]`` is already a dict;
+      ``model.apply({"params": res.x}, X)`` uses the result.
+    - Flax nnx: ``graphdef, params, rest = nnx.split(model, nnx.Param, ...)``;
+      ``nnx.merge(graphdef, res.x, rest)`` rebuilds the model.
+    - Equinox: ``params, static = eqx.partition(model, eqx.is_inexact_array)``
+      gives the parameters (non-arrays replaced by None); pass ``static`` in
+      ``args`` and ``eqx.combine(params, static)`` inside ``fun``;
+      ``eqx.combine(res.x, static)`` is the trained model.
+
+Transfers
+    The flat float64 vector SciPy works on crosses to the device once per
+    evaluation (one ``jax.device_put`` of a float32 or float64 host copy)
+    and the gradient comes back once; float32 travels as float32 and is
+    widened on the host.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optree
+from scipy.optimize import OptimizeResult
+
+from .core import Backend, Layout
+from .core import minimize as _minimize
+from .core.backend import FLOAT_DTYPE_NAMES
+from .core.docs import MINIMIZE_DOC
+from .core.tree import NAMESPACE, flatten_with_paths, format_path
+
+__all__ = ["minimize"]
+
+X64_FIX = 'jax.config.update("jax_enable_x64", True)'
+
+
+# ---- JAX pytree nodes that optree does not know ---------------------------
+
+_REGISTERED: set[type] = set()
+_REGISTER_LOCK = threading.Lock()
+
+
+def _plain_key(key: Any) -> Any:
+    """A JAX key-path entry (DictKey, GetAttrKey, SequenceKey, ...) as a plain key."""
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return getattr(key, attr)
+    return key
+
+
+def _flatten_one_level(node: Any):
+    # Everything below `node` counts as a leaf: exactly one level is opened.
+    keyed, treedef = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda child: child is not node)
+    return [child for _, child in keyed], treedef, [_plain_key(path[0]) for path, _ in keyed]
+
+
+def _unflatten_one_level(treedef: Any, children: Any) -> Any:
+    return jax.tree_util.tree_unflatten(treedef, list(children))
+
+
+def _is_jax_node(obj: Any) -> bool:
+    """Whether JAX opens ``obj`` (a registered pytree node), for an object optree keeps whole."""
+    if isinstance(obj, (jax.Array, np.ndarray, np.generic, numbers.Number, str, bytes)):
+        return False
+    leaves = jax.tree_util.tree_leaves(obj)
+    return not (len(leaves) == 1 and leaves[0] is obj)
+
+
+def _register_jax_nodes(tree: Any) -> None:
+    """Teach optree, in dict_minimize's namespace, every JAX pytree node type found in ``tree``.
+
+    Each type is opened one level by JAX's own registration, so its children,
+    their key names and their order are the ones JAX gives it.
+    """
+    while True:  # opening a new type can reveal children of other new types
+        leaves = optree.tree_leaves(tree, none_is_leaf=False, namespace=NAMESPACE)
+        new = {type(v) for v in leaves if type(v) not in _REGISTERED and _is_jax_node(v)}
+        if not new:
+            return
+        with _REGISTER_LOCK:
+            for cls in new - _REGISTERED:
+                optree.register_pytree_node(
+                    cls, _flatten_one_level, _unflatten_one_level, namespace=NAMESPACE
+                )
+                _REGISTERED.add(cls)
+
+
+# ---- args: array leaves are traced, everything else is static ------------
+
+
+class _Static:
+    """A static leaf of ``args``: equal by value when hashable, else by identity."""
+
+    __slots__ = ("value", "_key")
+
+    def __init__(self, value: Any):
+        self.value = value
+        try:
+            hash(value)
+            self._key = (type(value), value)
+        except TypeError:
+            self._key = (type(value), id(value))  # `value` is kept alive by self
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _Static) and self._key == other._key
+
+
+def _is_array(leaf: Any) -> bool:
+    return isinstance(leaf, (jax.Array, np.ndarray, np.generic))
+
+
+def _partition_args(args: tuple) -> tuple[list, tuple]:
+    """``args`` as (traced array leaves, a hashable static part)."""
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    dynamic = [v for v in leaves if _is_array(v)]
+    static = tuple(None if _is_array(v) else _Static(v) for v in leaves)
+    return dynamic, (treedef, static)
+
+
+def _rebuild_args(dynamic: list, static: tuple) -> tuple:
+    treedef, markers = static
+    arrays = iter(dynamic)
+    return jax.tree_util.tree_unflatten(treedef, [next(arrays) if s is None else s.value for s in markers])
+
+
+# ---- the flat buffer on the device ---------------------------------------
+
+
+def _split(buf: jax.Array, shapes: tuple, dtypes: tuple) -> list:
+    """x0's leaves from the flat buffer (inside a traced function)."""
+    leaves, start = [], 0
+    for shape, dtype in zip(shapes, dtypes):
+        size = math.prod(shape)
+        leaves.append(buf[start : start + size].reshape(shape).astype(dtype))
+        start += size
+    return leaves
+
+
+def _concat(leaves: list, dtype: Any) -> jax.Array:
+    return jnp.concatenate([jnp.ravel(jnp.asarray(v)).astype(dtype) for v in leaves])
+
+
+_split_jit = jax.jit(_split, static_argnums=(1, 2))
+_concat_jit = jax.jit(_concat, static_argnums=1)
+
+
+@dataclass(frozen=True)
+class _Info:
+    #: None: every leaf on one device (``device``), the flat buffer is split there.
+    #: Otherwise each leaf's sharding (None: uncommitted), and leaves travel one by one.
+    shardings: tuple | None
+    device: Any  # the one device when x0 has a committed jax.Array; None: JAX's default
+    transfer: np.dtype  # dtype of the flat buffer on the device (float32 or float64)
+
+
+def _host_float64(array: Any) -> np.ndarray:
+    """A device array as a new float64 NumPy vector (widened on the host)."""
+    return np.asarray(jax.device_get(array)).astype(np.float64).reshape(-1)
+
+
+class JaxBackend(Backend):
+    """Leaves are ``jax.Array``; NumPy arrays and Python floats become arrays."""
+
+    name = "jax"
+
+    # ---- leaves -----------------------------------------------------------
+
+    def prepare_x0(self, x0: Any) -> Any:
+        _register_jax_nodes(x0)
+        if not _x64_enabled():
+            paths, leaves, _ = flatten_with_paths(x0, self.is_leaf)
+            wide = [format_path(p) for p, v in zip(paths, leaves) if _is_float64(v)]
+            if wide:
+                more = f" (and {len(wide) - 1} more)" if len(wide) > 1 else ""
+                warnings.warn(
+                    f"{wide[0]}{more} is float64 but JAX's 64-bit mode is off, so it is optimized "
+                    f"and returned as float32; to keep float64, call {X64_FIX} at startup",
+                    UserWarning,
+                    stacklevel=4,
+                )
+        return x0
+
+    def leaf_shape_dtype(self, leaf: Any, path: str) -> tuple[tuple[int, ...], np.dtype]:
+        if isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
+            shape, dtype = tuple(leaf.shape), np.dtype(leaf.dtype)
+        elif isinstance(leaf, float):
+            shape, dtype = (), np.dtype(np.float64)
+        else:
+            hint = " (for an equinox model, optimize eqx.partition(model, eqx.is_inexact_array)[0])"
+            raise TypeError(
+                f"{path} is {type(leaf).__name__}; x0's leaves must be floating jax arrays, NumPy "
+                f"arrays or floats{hint if callable(leaf) else ''}"
+            )
+        if dtype.name not in FLOAT_DTYPE_NAMES:
+            raise TypeError(
+                f"{path} has dtype {dtype.name}; only floating dtypes "
+                "(float16, bfloat16, float32, float64) can be optimized"
+            )
+        # float64 is float32 while JAX's 64-bit mode is off (prepare_x0 warns).
+        return shape, np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+    def layout_info(self, leaves: list, dtypes: tuple) -> _Info:
+        transfer = np.dtype(np.float64 if np.dtype(np.float64) in dtypes else np.float32)
+        # Uncommitted arrays (and host leaves) go wherever JAX puts them; committed ones stay put.
+        committed = [v for v in leaves if isinstance(v, jax.Array) and v.committed]
+        devices = {d for v in committed for d in v.sharding.device_set}
+        if all(isinstance(v.sharding, jax.sharding.SingleDeviceSharding) for v in committed):
+            if len(devices) > 1:
+                # JAX itself cannot compute with arrays committed to different devices.
+                raise ValueError(
+                    f"x0's arrays are committed to different devices ({sorted(map(str, devices))}); "
+                    "put them on one device with jax.device_put, or shard them over one mesh"
+                )
+            return _Info(None, next(iter(devices), None), transfer)
+        shardings = tuple(v.sharding if isinstance(v, jax.Array) and v.committed else None for v in leaves)
+        return _Info(shardings, None, transfer)
+
+    # ---- conversions ------------------------------------------------------
+
+    def to_flat(self, leaves: list, layout: Layout) -> np.ndarray:
+        info: _Info = layout.info
+        if info.shardings is None:
+            # One concatenation on the device, one copy to the host, widened there.
+            return _host_float64(_concat_jit(list(leaves), info.transfer))
+        return np.concatenate([_host_float64(jnp.asarray(v).astype(info.transfer)) for v in leaves])
+
+    def _params(self, x: np.ndarray, layout: Layout) -> jax.Array | list:
+        """What the compiled functions differentiate: the flat buffer, or the leaves one by one."""
+        info: _Info = layout.info
+        host = np.asarray(x, dtype=np.float64).astype(info.transfer)  # a new array: never aliases x
+        if info.shardings is None:
+            return jax.device_put(host, info.device)
+        # Host leaves of x0 become uncommitted arrays: jit places them beside the others.
+        return [
+            jnp.asarray(piece.astype(dtype)) if sharding is None else jax.device_put(piece.astype(dtype), sharding)
+            for piece, dtype, sharding in zip(layout.split(host), layout.dtypes, info.shardings)
+        ]
+
+    def _leaves(self, params: Any, layout: Layout) -> list:
+        """x0's leaves from :meth:`_params` output (inside a traced function)."""
+        if isinstance(params, list):
+            return params
+        return _split(params, layout.shapes, layout.dtypes)
+
+    def _flat_host(self, params_like: Any, layout: Layout) -> np.ndarray:
+        """A gradient or product shaped like :meth:`_params` output as flat float64."""
+        if isinstance(params_like, list):
+            return self.to_flat(params_like, layout)
+        return _host_float64(params_like)
+
+    def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
+        params = self._params(x, layout)
+        if isinstance(params, list):
+            return params
+        return list(_split_jit(params, layout.shapes, layout.dtypes))
+
+    def to_numpy(self, obj: Any) -> np.ndarray:
+        if isinstance(obj, jax.Array):
+            arr = np.asarray(jax.device_get(obj))
+            return arr.astype(np.float32) if arr.dtype.name == "bfloat16" else arr
+        return np.asarray(obj)
+
+    # ---- derivatives ------------------------------------------------------
+
+    def _scalar_function(self, fun: Callable, layout: Layout) -> Callable:
+        """``f(params, dynamic, static) -> scalar`` for tracing."""
+
+        def scalar(params, dynamic, static):
+            tree = layout.unflatten(self._leaves(params, layout))
+            value = jnp.asarray(fun(tree, *_rebuild_args(dynamic, static)))
+            if value.size != 1:
+                raise ValueError(f"fun must return a scalar; it returned an array of shape {value.shape}")
+            if not jnp.issubdtype(value.dtype, jnp.floating):
+                raise ValueError(f"fun must return a real floating scalar; it returned dtype {value.dtype}")
+            return value.reshape(())
+
+        return scalar
+
+    def value_and_grad(self, fun: Callable, layout: Layout) -> Callable:
+        compiled = jax.jit(jax.value_and_grad(self._scalar_function(fun, layout)), static_argnums=2)
+
+        def value_and_grad(x: np.ndarray, args: tuple):
+            dynamic, static = _partition_args(args)
+            value, grad = compiled(self._params(x, layout), dynamic, static)
+            value, grad = jax.device_get((value, grad))  # both copies started together
+            return float(value), self._flat_host(grad, layout)
+
+        return value_and_grad
+
+    def linearize_grad(self, fun: Callable, layout: Layout) -> Callable:
+        grad = jax.grad(self._scalar_function(fun, layout))
+
+        # Forward-over-reverse: linearize the gradient at x once (its residuals
+        # stay on the device), then each product runs only the linear part.
+        @partial(jax.jit, static_argnums=2)
+        def linearize_at(params, dynamic, static):
+            return jax.linearize(lambda p: grad(p, dynamic, static), params)[1]
+
+        # The linear function is a pytree (residuals as leaves, its jaxpr as
+        # static data fixed by linearize_at's single trace): compiled once.
+        apply = jax.jit(lambda linear, p: linear(p))
+
+        def linearize(x: np.ndarray, args: tuple):
+            dynamic, static = _partition_args(args)
+            linear = linearize_at(self._params(x, layout), dynamic, static)
+
+            def hvp(p: np.ndarray) -> np.ndarray:
+                return self._flat_host(apply(linear, self._params(p, layout)), layout)
+
+            return hvp
+
+        return linearize
+
+    def value_and_jac(self, fun: Callable, layout: Layout) -> Callable:
+        info: _Info = layout.info
+        n = layout.n
+
+        @partial(jax.jit, static_argnums=2)
+        def value_and_jac(buf, dynamic, static):
+            def flat_value(b):
+                tree = layout.unflatten(_split(b, layout.shapes, layout.dtypes))
+                return jnp.ravel(jnp.asarray(fun(tree, *_rebuild_args(dynamic, static))))
+
+            c, jvp = jax.linearize(flat_value, buf)
+            m = c.size
+            if m < n:  # m vector-Jacobian products (reverse mode)
+                vjp = jax.linear_transpose(jvp, buf)
+                jac = jax.vmap(lambda u: vjp(u)[0])(jnp.eye(m, dtype=c.dtype))
+            else:  # n Jacobian-vector products (forward mode)
+                jac = jax.vmap(jvp, out_axes=1)(jnp.eye(n, dtype=buf.dtype))
+            return c, jac
+
+        def value_and_jac_flat(x: np.ndarray, args: tuple):
+            dynamic, static = _partition_args(args)
+            # Constraints are small: always over the flat buffer on one device.
+            host = np.asarray(x, dtype=np.float64).astype(info.transfer)
+            c, jac = jax.device_get(value_and_jac(jax.device_put(host, info.device), dynamic, static))
+            c = np.asarray(c).astype(np.float64)
+            return c, np.asarray(jac).astype(np.float64).reshape(c.size, n)
+
+        return value_and_jac_flat
+
+    def vdot(self, v: np.ndarray, c: Any) -> Any:
+        return jnp.sum(jnp.asarray(v) * jnp.ravel(c))
+
+
+def _x64_enabled() -> bool:
+    """Whether JAX's 64-bit mode is on (globally or in a ``jax.enable_x64`` block)."""
+    return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
+
+
+def _is_float64(leaf: Any) -> bool:
+    if isinstance(leaf, (np.ndarray, np.generic)):
+        return leaf.dtype == np.float64
+    return isinstance(leaf, float)
+
+
+_BACKEND = JaxBackend()
+
+
+def minimize(
+    fun: Callable,
+    x0: Any,
+    args: tuple = (),
+    method: str | Callable | None = None,
+    jac: Any = None,
+    hess: Any = None,
+    hessp: Callable | None = None,
+    bounds: Any = None,
+    constraints: Any = (),
+    tol: float | None = None,
+    callback: Callable | None = None,
+    options: dict | None = None,
+    **extras: Any,
+) -> OptimizeResult:
+    return _minimize(
+        _BACKEND, fun, x0, args, method, jac, hess, hessp, bounds, constraints,
+        tol, callback, options, **extras,
+    )
+
+
+minimize.__doc__ = MINIMIZE_DOC.format(
+    tensors="JAX arrays",
+    tensor="jax.Array",
+    jac_none=(
+        "``None``: value and gradient by ``jax.value_and_grad``, compiled once "
+        "with ``jax.jit`` (``fun`` must be traceable)."
+    ),
+    hess_none=(
+        "``None``: Hessian-vector products by forward-over-reverse autodiff "
+        "(``jax.linearize`` of ``jax.grad``, compiled once) where the method uses them."
+    ),
+    cons_none="Without ``jac``, Jacobians by ``jax.linearize`` (forward or reverse, the cheaper one).",
+    example="""    >>> import jax.numpy as jnp
+    >>> from dict_minimize.jax_api import minimize
+    >>> def rosen(x):
+    ...     a, b = x["a"], x["b"]
+    ...     return jnp.sum(100 * (b - a**2) ** 2 + (1 - a) ** 2)
+    >>> x0 = {"a": jnp.full((3,), -1.0), "b": jnp.full((3,), 2.0)}
+    >>> res = minimize(rosen, x0, method="L-BFGS-B", bounds={"b": (None, 5.0)})
+    >>> res.x["a"].dtype, bool(jnp.allclose(res.x["a"], jnp.ones(3), atol=1e-3))
+    (dtype('float32'), True)""",
+)
