@@ -1,0 +1,138 @@
+"""Timing and reporting helpers shared by the benchmarks.
+
+Nothing here imports a deep-learning framework: the orchestrating process
+stays light and each framework runs in its own worker process.
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def timed(run: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall-clock and CPU seconds of one call of ``run``, and what it returned.
+
+    CPU time is the whole process's (every thread): on a machine shared with
+    other jobs it is far steadier than wall-clock time, which also counts
+    the time spent waiting for a core. Garbage is collected before the
+    clock starts and the collector is kept off while it runs, so that a
+    collection triggered by the other side's garbage does not land in this
+    side's time.
+
+    Examples
+    --------
+    >>> wall, cpu, value = timed(lambda: sum(range(10)))
+    >>> value, wall >= 0.0, cpu >= 0.0
+    (45, True, True)
+    """
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start_cpu = time.process_time()
+        start = time.perf_counter()
+        value = run()
+        wall = time.perf_counter() - start
+        cpu = time.process_time() - start_cpu
+    finally:
+        if was_enabled:
+            gc.enable()
+    return wall, cpu, value
+
+
+def interleaved(
+    runs: dict[str, Callable[[], Any]], repeats: int
+) -> dict[str, list[tuple[float, float, Any]]]:
+    """Time each of ``runs`` ``repeats`` times, interleaved, after one warm-up run each.
+
+    Repeat ``r`` runs the sides in order for even ``r`` and in reverse order
+    for odd ``r`` (ABBA...), so a slow drift of the machine (frequency,
+    another process) weighs on every side alike.
+
+    Parameters
+    ----------
+    runs : dict of str to callable
+        Side name -> a function doing one complete run.
+    repeats : int
+        Timed runs per side (at least 1).
+
+    Returns
+    -------
+    dict of str to list of (float, float, Any)
+        Side name -> ``[(wall_s, cpu_s, result), ...]``; entry 0 is the
+        warm-up (compilation, allocator), entries ``1..repeats`` the timed runs.
+
+    Examples
+    --------
+    >>> out = interleaved({"a": lambda: 1, "b": lambda: 2}, repeats=3)
+    >>> [len(v) for v in out.values()], out["b"][2][2]
+    ([4, 4], 2)
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    names = list(runs)
+    out: dict[str, list[tuple[float, float, Any]]] = {name: [timed(runs[name])] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else reversed(names):
+            out[name].append(timed(runs[name]))
+    return out
+
+
+def spread(seconds: Sequence[float]) -> float:
+    """Relative spread of repeated timings: ``(max - min) / median``.
+
+    Examples
+    --------
+    >>> round(spread([1.0, 1.1, 0.9]), 3)
+    0.2
+    """
+    if not seconds:
+        raise ValueError("spread of no timings")
+    mid = statistics.median(seconds)
+    return (max(seconds) - min(seconds)) / mid if mid > 0 else 0.0
+
+
+def machine() -> str:
+    """A one-line description of this machine (CPU, cores, Python).
+
+    Examples
+    --------
+    >>> "Python" in machine()
+    True
+    """
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores, {platform.system()}, Python {platform.python_version()}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[str] = ()) -> str:
+    """A GitHub Markdown table; the columns named in ``right`` are right-aligned.
+
+    Examples
+    --------
+    >>> print(markdown_table(["a", "b"], [["x", 1]], right=["b"]))
+    | a | b |
+    |---|--:|
+    | x | 1 |
+    """
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("--:" if name in right else "---" for name in header) + "|",
+    ]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

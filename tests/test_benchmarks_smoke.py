@@ -1,0 +1,134 @@
+"""Smoke test of ``benchmarks/overhead.py``: it runs, prints a table, and compares like with like.
+
+No timing is asserted: the figures depend on the machine. What must hold
+anywhere is that the wrapper and the baseline did the same number of
+iterations and evaluations, or the ratio means nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import BACKENDS
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "overhead.py"
+
+
+def _overhead_module():
+    name = "dict_minimize_benchmark_overhead"
+    spec = importlib.util.spec_from_file_location(name, SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)  # it puts benchmarks/ on sys.path for _common
+    return module
+
+
+overhead = _overhead_module()
+
+
+def run_quick(backends: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "overhead.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--repeats", "1", "--backends", ",".join(backends),
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.exists(), proc.stderr[-3000:]
+    return proc, json.loads(out.read_text())
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """Cells of the main table's data rows (the first table printed)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| backend | dtype |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+    return rows
+
+
+def check_like_for_like(proc, data, backends):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = table_rows(proc.stdout)
+    expected = {(b, d, k) for b in backends for d in overhead.DTYPES for k in overhead.QUICK_KEYS}
+    assert {(r["backend"], r["dtype"], int(r["K"])) for r in rows} == expected
+    (iterations,) = overhead.QUICK_SIZES.values()
+    for row in rows:
+        # One number (not "wrapper/baseline"): both sides did the same.
+        assert row["iterations"] == str(iterations), row
+        assert float(row["ratio"]) > 0 and row["pass/fail"] in ("pass", "fail"), row
+        if row["backend"] not in overhead.COMPILED:
+            assert row["evals"].isdigit(), row
+    assert len(data["cases"]) == len(expected)
+    for case in data["cases"]:
+        runs = case["repeats"] + 1  # the warm-up run is checked too
+        assert len(case["wrapper_nit"]) == len(case["baseline_nit"]) == runs
+        assert set(case["wrapper_nit"]) == set(case["baseline_nit"]) == {iterations}
+        nfevs = case["wrapper_nfev"] + case["baseline_nfev"]
+        if case["backend"] in overhead.COMPILED:  # separately compiled: rounding may differ
+            assert max(nfevs) <= (1 + overhead.EVALS_TOLERANCE) * min(nfevs), case
+            assert case["wrapper_fun"][0] == pytest.approx(case["baseline_fun"][0], rel=1e-3)
+        else:  # the same arithmetic on both sides: the same path
+            assert len(set(nfevs)) == 1, case
+            assert case["wrapper_fun"] == case["baseline_fun"]
+
+
+def test_quick_numpy(tmp_path):
+    proc, data = run_quick(["numpy"], tmp_path)
+    check_like_for_like(proc, data, ["numpy"])
+
+
+@pytest.mark.slow
+def test_quick_every_backend(tmp_path):
+    backends = [b for b in overhead.BACKENDS if b in BACKENDS]
+    proc, data = run_quick(backends, tmp_path)
+    check_like_for_like(proc, data, backends)
+
+
+def _record(backend: str, wrapper_nfev: list, baseline_nfev: list) -> dict:
+    return {
+        "backend": backend, "n": 1000,
+        "wrapper_s": [2.0, 2.2], "baseline_s": [1.0, 1.0],
+        "wrapper_cpu_s": [1.8, 2.0], "baseline_cpu_s": [1.0, 1.0],
+        "wrapper_nit": [10, 10, 10], "baseline_nit": [10, 10, 10],
+        "wrapper_nfev": wrapper_nfev, "baseline_nfev": baseline_nfev,
+        "wrapper_warmup_s": 3.0, "baseline_warmup_s": 1.0,
+    }
+
+
+def test_summary_ratio_and_verdict():
+    summary = overhead.summarize(_record("torch", [12, 12, 12], [12, 12, 12]))
+    assert summary["ratio"] == pytest.approx(2.1)
+    assert summary["cpu_ratio"] == pytest.approx(1.9)
+    assert summary["overhead_per_eval_s"] == pytest.approx(1.1 / 12)
+    assert summary["comparable"] and not summary["passed"]  # 2.1 > 1.3
+
+
+def test_summary_flags_a_mismatch():
+    # Eager backends run the same arithmetic on both sides: one evaluation apart is a mismatch.
+    summary = overhead.summarize(_record("numpy", [12, 12, 12], [12, 12, 13]))
+    assert summary["nfev"] == [12, 13]
+    assert not summary["comparable"] and not summary["passed"]
+    # Compiled backends may round differently: a few percent is tolerated, more is not.
+    assert overhead.summarize(_record("jax", [225] * 3, [229] * 3))["comparable"]
+    assert not overhead.summarize(_record("jax", [200] * 3, [229] * 3))["comparable"]
+    record = _record("tensorflow", [12] * 3, [12] * 3)
+    record["baseline_nit"] = [10, 9, 10]
+    assert not overhead.summarize(record)["comparable"]
+
+
+def test_cli_rejects_bad_arguments():
+    with pytest.raises(SystemExit):
+        overhead.parse_args(["--backends", "numpy,caffe"])
+    with pytest.raises(SystemExit):
+        overhead.parse_args(["--repeats", "0"])
+    assert overhead.parse_args(["--quick"]).repeats == overhead.DEFAULT_REPEATS["quick"]
