@@ -203,6 +203,8 @@ def minimize(
                 # methods (the same forward difference) does not.
                 options.setdefault("eps", step)
                 scipy_jac = None
+            elif jac == "3-point":
+                scipy_jac = _central_differences(value, objective, step)
 
     # ---- the run ---------------------------------------------------------
     fixed = scipy_bounds is not None and np.any(np.asarray(scipy_bounds.lb) == np.asarray(scipy_bounds.ub))
@@ -233,6 +235,21 @@ def minimize(
     finally:
         hook.close()
     return _finish(res, tree_of, layout, meth, hook)
+
+
+def _central_differences(value: Callable, objective: Objective, rel_step: float) -> Callable:
+    """'3-point' gradient with steps ``rel_step * max(1, |x|)`` a low-precision leaf resolves."""
+
+    def jac(x: np.ndarray) -> np.ndarray:
+        h = rel_step * np.maximum(1.0, np.abs(x))
+        g = np.empty_like(x, dtype=np.float64)
+        for i in range(x.size):
+            e = np.zeros_like(x, dtype=np.float64)
+            e[i] = h[i]
+            g[i] = (value(x + e, objective.args) - value(x - e, objective.args)) / (2 * h[i])
+        return g
+
+    return jac
 
 
 def _autodiff_curvature(backend, fun, layout, objective, meth):
