@@ -9,16 +9,32 @@ insertion order: JAX's own tree utilities sort dict keys, so they are never
 used to order x0.
 
 Compilation
-    ``fun`` is traced and compiled once per ``minimize`` call, for value and
-    gradient together (``jax.jit`` of ``jax.value_and_grad`` over the flat
-    parameter buffer, split into x0's leaves inside the compiled function),
-    and once more where Hessian-vector products or constraint Jacobians are
-    needed; a new ``minimize`` call compiles again. So ``fun`` must be
+    ``fun`` is traced and compiled for value and gradient together (``jax.jit``
+    of ``jax.value_and_grad`` with respect to x0's leaves: the flat parameter
+    buffer is split into the leaves and the gradient leaves are concatenated
+    inside the compiled function, so one transfer each way), and once more
+    where Hessian-vector products, constraint Jacobians or (for the
+    gradient-free methods) the value alone are needed. So ``fun`` must be
     traceable by ``jax.jit`` (no ``float(x)``, no Python branches on values);
-    ``jac=True``, a ``jac`` callable and gradient-free methods call ``fun``
-    eagerly instead. Hessian-vector products linearize the gradient once per
-    point (``jax.linearize`` of ``jax.grad``): the products SciPy asks for at
-    that point only run the linear part.
+    ``jac=True`` and a ``jac`` callable call ``fun`` eagerly instead, and a
+    gradient-free method whose ``fun`` fails to trace (a JAX tracer error)
+    falls back to calling it eagerly. Hessian-vector products linearize the
+    gradient once per point (``jax.linearize`` of ``jax.grad``): the products
+    SciPy asks for at that point only run the linear part.
+
+Compiled code is reused across ``minimize`` calls
+    The compiled functions are cached, as ``jax.jit`` caches its own: keyed on
+    ``fun``'s identity (a bound method: its object and function), x0's
+    layout (structure, shapes, dtypes, devices) and the static part of
+    ``args`` (below). A second ``minimize`` with the same ``fun`` and a
+    like-shaped x0 does not trace again. The trade-off is ``jax.jit``'s:
+    Python values that ``fun`` reads at trace time (globals, closed-over
+    numbers, attributes of a bound method's object) are baked into the
+    compiled code, so changing them between calls has no effect; pass such
+    values in ``args`` or use a new function. The cache holds ``fun`` weakly
+    (an entry goes when ``fun`` is garbage collected; a callable that cannot
+    be weakly referenced is compiled afresh in each call) and keeps at most
+    32 compiled functions per ``fun``, the least recently used dropped first.
 
 What is traced in ``args``
     ``args`` (and the minibatch of the stochastic mode) may be any JAX
@@ -28,7 +44,9 @@ What is traced in ``args``
     (Python numbers, strings, functions, the static half of an equinox
     model) is static: closed over at compile time, with one compilation per
     distinct value (compared with ``==`` when hashable, by identity
-    otherwise). A last minibatch of another shape compiles once more.
+    otherwise). A last minibatch of another shape compiles once more. NumPy
+    array leaves are copied to the device once per ``args`` (once per
+    minibatch), not once per evaluation.
 
 float64 and ``jax_enable_x64``
     This module never changes JAX's configuration. With 64-bit mode off (JAX's
@@ -60,10 +78,13 @@ Transfers
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import threading
 import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -178,6 +199,94 @@ def _rebuild_args(dynamic: list, static: tuple) -> tuple:
     return jax.tree_util.tree_unflatten(treedef, [next(arrays) if s is None else s.value for s in markers])
 
 
+# ---- compiled functions, cached across minimize calls ----------------------
+
+#: Most compiled functions kept per user function (hook kinds x layouts x
+#: static args); the least recently used go first.
+MAX_COMPILED_PER_FUNCTION = 32
+
+
+class _CompileCache:
+    """Compiled functions per user function: kept while it lives, never keeping it alive.
+
+    An entry is found by ``fun``'s identity (a bound method by its object and
+    its function: each attribute access makes a new bound method) and a
+    hashable key (hook kind, layout, static args). What ``make`` builds
+    reaches ``fun`` through a weak reference only, so the entries go when
+    ``fun`` (or the bound method's object) is garbage collected, with
+    whatever they hold. A callable that cannot be weakly referenced, or an
+    unhashable key, gets a fresh, uncached build every time.
+    """
+
+    def __init__(self, max_per_function: int):
+        self._max = max_per_function
+        # Reentrant: a weakref callback (``_forget``) may run in this thread
+        # while the lock is held, when a collection starts inside ``get``.
+        self._lock = threading.RLock()
+        self._slots: dict[int, tuple[weakref.ref, OrderedDict]] = {}
+
+    def get(self, fun: Callable, key: Any, make: Callable[[Callable[[], Callable]], Any]) -> Any:
+        """``make(fun_ref)`` for ``(fun, key)``, built once while ``fun`` lives; ``fun_ref()`` is ``fun``."""
+        try:
+            if inspect.ismethod(fun):
+                owner, key, fun_ref = fun.__self__, (fun.__func__, key), weakref.WeakMethod(fun)
+            else:
+                owner, fun_ref = fun, weakref.ref(fun)
+            hash(key)
+        except TypeError:
+            return make(lambda: fun)
+        owner_id = id(owner)
+        with self._lock:
+            slot = self._slots.get(owner_id)
+            if slot is None or slot[0]() is not owner:
+                slot = (weakref.ref(owner, partial(self._forget, owner_id)), OrderedDict())
+                self._slots[owner_id] = slot
+            entries = slot[1]
+            if key in entries:
+                entries.move_to_end(key)
+                return entries[key]
+            built = entries[key] = make(fun_ref)
+            while len(entries) > self._max:
+                entries.popitem(last=False)
+            return built
+
+    def _forget(self, owner_id: int, ref: weakref.ref) -> None:
+        with self._lock:
+            slot = self._slots.get(owner_id)
+            if slot is not None and slot[0] is ref:
+                del self._slots[owner_id]
+
+    def __len__(self) -> int:
+        """How many user functions (or bound methods' objects) have entries."""
+        return len(self._slots)
+
+
+_CACHE = _CompileCache(MAX_COMPILED_PER_FUNCTION)
+
+
+def _scalar_function(fun_ref: Callable, layout: Layout, static: tuple, floating: bool = True) -> Callable:
+    """``scalar(leaves, dynamic)``: ``fun`` on x0's leaves, for tracing.
+
+    ``fun_ref()`` is the user's ``fun`` (a weak reference: see
+    :class:`_CompileCache`); ``floating`` requires a real floating value,
+    which differentiation needs.
+    """
+
+    def scalar(leaves, dynamic):
+        value = jnp.asarray(fun_ref()(layout.unflatten(leaves), *_rebuild_args(dynamic, static)))
+        if value.size != 1:
+            raise ValueError(f"fun must return a scalar; it returned an array of shape {value.shape}")
+        if floating and not jnp.issubdtype(value.dtype, jnp.floating):
+            raise ValueError(f"fun must return a real floating scalar; it returned dtype {value.dtype}")
+        return value.reshape(())
+
+    return scalar
+
+
+#: What tracing a function that needs concrete values raises.
+_TRACER_ERRORS = (jax.errors.JAXTypeError, jax.errors.JAXIndexError)
+
+
 # ---- the flat buffer on the device ---------------------------------------
 
 
@@ -210,7 +319,7 @@ class _Info:
 
 def _host_float64(array: Any) -> np.ndarray:
     """A device array as a new float64 NumPy vector (widened on the host)."""
-    return np.asarray(jax.device_get(array)).astype(np.float64).reshape(-1)
+    return np.asarray(array).astype(np.float64).reshape(-1)
 
 
 class JaxBackend(Backend):
@@ -279,12 +388,18 @@ class JaxBackend(Backend):
             return _host_float64(_concat_jit(list(leaves), info.transfer))
         return np.concatenate([_host_float64(jnp.asarray(v).astype(info.transfer)) for v in leaves])
 
-    def _params(self, x: np.ndarray, layout: Layout) -> jax.Array | list:
-        """What the compiled functions differentiate: the flat buffer, or the leaves one by one."""
+    def _params(self, x: np.ndarray, layout: Layout, copy: bool = True) -> np.ndarray | jax.Array | list:
+        """The compiled functions' input: the flat buffer, or the leaves one by one (sharded x0).
+
+        ``copy=False`` lets a float64 buffer share ``x``'s memory: only for
+        evaluations that hold on to nothing computed from it.
+        """
         info: _Info = layout.info
-        host = np.asarray(x, dtype=np.float64).astype(info.transfer)  # a new array: never aliases x
+        host = np.asarray(x, dtype=np.float64).astype(info.transfer, copy=copy)
         if info.shardings is None:
-            return jax.device_put(host, info.device)
+            # A NumPy array goes to JAX's default device inside the jit call
+            # (its C++ path: faster than a device_put first, ~15 us a call).
+            return host if info.device is None else jax.device_put(host, info.device)
         # Host leaves of x0 become uncommitted arrays: jit places them beside the others.
         return [
             jnp.asarray(piece.astype(dtype)) if sharding is None else jax.device_put(piece.astype(dtype), sharding)
@@ -297,10 +412,22 @@ class JaxBackend(Backend):
             return params
         return _split(params, layout.shapes, layout.dtypes)
 
+    def _pack(self, leaves: list, params: Any, layout: Layout) -> jax.Array | list:
+        """Leaf-shaped derivatives shaped like ``params`` (inside a traced function).
+
+        For the flat buffer, one concatenation in the compiled function: the
+        gradient then leaves the device in one copy, and differentiating
+        with respect to the leaves (not the buffer) keeps the backward pass
+        free of one full-length pad per leaf.
+        """
+        if isinstance(params, list):
+            return list(leaves)
+        return _concat(leaves, layout.info.transfer)
+
     def _flat_host(self, params_like: Any, layout: Layout) -> np.ndarray:
-        """A gradient or product shaped like :meth:`_params` output as flat float64."""
+        """A gradient or product shaped like :meth:`_params` output as new flat float64."""
         if isinstance(params_like, list):
-            return self.to_flat(params_like, layout)
+            return np.concatenate([np.asarray(v).astype(np.float64).reshape(-1) for v in params_like])
         return _host_float64(params_like)
 
     def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
@@ -317,50 +444,104 @@ class JaxBackend(Backend):
 
     # ---- derivatives ------------------------------------------------------
 
-    def _scalar_function(self, fun: Callable, layout: Layout) -> Callable:
-        """``f(params, dynamic, static) -> scalar`` for tracing."""
+    def _device_args(self, dynamic: list, layout: Layout) -> list:
+        """NumPy leaves of ``args`` on x0's device, once per ``args`` rather than once per call."""
+        info: _Info = layout.info
+        if info.shardings is not None:  # jit places them beside the sharded leaves
+            return dynamic
+        return [jax.device_put(v, info.device) if isinstance(v, (np.ndarray, np.generic)) else v
+                for v in dynamic]
 
-        def scalar(params, dynamic, static):
-            tree = layout.unflatten(self._leaves(params, layout))
-            value = jnp.asarray(fun(tree, *_rebuild_args(dynamic, static)))
-            if value.size != 1:
-                raise ValueError(f"fun must return a scalar; it returned an array of shape {value.shape}")
-            if not jnp.issubdtype(value.dtype, jnp.floating):
-                raise ValueError(f"fun must return a real floating scalar; it returned dtype {value.dtype}")
-            return value.reshape(())
+    def _selector(self, kind: str, fun: Callable, layout: Layout, make: Callable) -> Callable:
+        """``select(args) -> (compiled, dynamic)`` for one ``minimize`` call.
 
-        return scalar
+        ``make(fun_ref, static)`` builds the compiled code of one hook kind
+        for one static part of ``args``; it is cached across calls
+        (:class:`_CompileCache`). The driver passes the same ``args`` tuple
+        until the minibatch changes, so splitting it is done once per tuple.
+        """
+        last: tuple | None = None  # (args, compiled, dynamic): this call's only
+
+        def select(args: tuple) -> tuple[Any, list]:
+            nonlocal last
+            if last is None or last[0] is not args:
+                dynamic, static = _partition_args(args)
+                compiled = _CACHE.get(fun, (kind, layout, static), partial(make, static=static))
+                last = (args, compiled, self._device_args(dynamic, layout))
+            return last[1], last[2]
+
+        return select
+
+    def value(self, fun: Callable, layout: Layout) -> Callable:
+        def make(fun_ref, static):
+            scalar = _scalar_function(fun_ref, layout, static, floating=False)
+            return jax.jit(lambda params, dynamic: scalar(self._leaves(params, layout), dynamic))
+
+        select = self._selector("value", fun, layout, make)
+        eager = False
+
+        def value(x: np.ndarray, args: tuple) -> float:
+            nonlocal eager
+            if not eager:
+                compiled, dynamic = select(args)
+                try:
+                    return float(compiled(self._params(x, layout, copy=False), dynamic))
+                except _TRACER_ERRORS:
+                    # Gradient-free methods need no tracing: call fun as it is.
+                    eager = True
+            return self.to_scalar(fun(layout.unflatten(self.from_flat(x, layout)), *args))
+
+        return value
 
     def value_and_grad(self, fun: Callable, layout: Layout) -> Callable:
-        compiled = jax.jit(jax.value_and_grad(self._scalar_function(fun, layout)), static_argnums=2)
+        def make(fun_ref, static):
+            # With respect to the leaves, not the flat buffer (see _pack).
+            value_and_grad_of_leaves = jax.value_and_grad(_scalar_function(fun_ref, layout, static))
+
+            def value_and_flat_grad(params, dynamic):
+                value, grads = value_and_grad_of_leaves(self._leaves(params, layout), dynamic)
+                return value, self._pack(grads, params, layout)
+
+            return jax.jit(value_and_flat_grad)
+
+        select = self._selector("value_and_grad", fun, layout, make)
 
         def value_and_grad(x: np.ndarray, args: tuple):
-            dynamic, static = _partition_args(args)
-            value, grad = compiled(self._params(x, layout), dynamic, static)
-            value, grad = jax.device_get((value, grad))  # both copies started together
+            compiled, dynamic = select(args)
+            value, grad = compiled(self._params(x, layout, copy=False), dynamic)
             return float(value), self._flat_host(grad, layout)
 
         return value_and_grad
 
     def linearize_grad(self, fun: Callable, layout: Layout) -> Callable:
-        grad = jax.grad(self._scalar_function(fun, layout))
+        def make(fun_ref, static):
+            grad = jax.grad(_scalar_function(fun_ref, layout, static))
 
-        # Forward-over-reverse: linearize the gradient at x once (its residuals
-        # stay on the device), then each product runs only the linear part.
-        @partial(jax.jit, static_argnums=2)
-        def linearize_at(params, dynamic, static):
-            return jax.linearize(lambda p: grad(p, dynamic, static), params)[1]
+            # Forward-over-reverse: linearize the gradient at x once (its
+            # residuals stay on the device), then each product runs only the
+            # linear part. Both with respect to the leaves (see _pack).
+            @jax.jit
+            def linearize_at(params, dynamic):
+                leaves = self._leaves(params, layout)
+                return jax.linearize(lambda at: grad(at, dynamic), leaves)[1]
 
-        # The linear function is a pytree (residuals as leaves, its jaxpr as
-        # static data fixed by linearize_at's single trace): compiled once.
-        apply = jax.jit(lambda linear, p: linear(p))
+            # The linear function is a pytree (residuals as leaves, its jaxpr
+            # as static data fixed by linearize_at's trace): compiled once.
+            @jax.jit
+            def apply(linear, p):
+                return self._pack(linear(self._leaves(p, layout)), p, layout)
+
+            return linearize_at, apply
+
+        select = self._selector("linearize_grad", fun, layout, make)
 
         def linearize(x: np.ndarray, args: tuple):
-            dynamic, static = _partition_args(args)
-            linear = linearize_at(self._params(x, layout), dynamic, static)
+            (linearize_at, apply), dynamic = select(args)
+            # A copy of x: the linearization outlives this call.
+            linear = linearize_at(self._params(x, layout), dynamic)
 
             def hvp(p: np.ndarray) -> np.ndarray:
-                return self._flat_host(apply(linear, self._params(p, layout)), layout)
+                return self._flat_host(apply(linear, self._params(p, layout, copy=False)), layout)
 
             return hvp
 
@@ -370,26 +551,35 @@ class JaxBackend(Backend):
         info: _Info = layout.info
         n = layout.n
 
-        @partial(jax.jit, static_argnums=2)
-        def value_and_jac(buf, dynamic, static):
-            def flat_value(b):
-                tree = layout.unflatten(_split(b, layout.shapes, layout.dtypes))
-                return jnp.ravel(jnp.asarray(fun(tree, *_rebuild_args(dynamic, static))))
+        def make(fun_ref, static):
+            @jax.jit
+            def value_and_jac(buf, dynamic):
+                def flat_value(leaves):
+                    tree = layout.unflatten(leaves)
+                    return jnp.ravel(jnp.asarray(fun_ref()(tree, *_rebuild_args(dynamic, static))))
 
-            c, jvp = jax.linearize(flat_value, buf)
-            m = c.size
-            if m < n:  # m vector-Jacobian products (reverse mode)
-                vjp = jax.linear_transpose(jvp, buf)
-                jac = jax.vmap(lambda u: vjp(u)[0])(jnp.eye(m, dtype=c.dtype))
-            else:  # n Jacobian-vector products (forward mode)
-                jac = jax.vmap(jvp, out_axes=1)(jnp.eye(n, dtype=buf.dtype))
-            return c, jac
+                # With respect to the leaves, not the buffer (see _pack).
+                leaves = _split(buf, layout.shapes, layout.dtypes)
+                c, jvp = jax.linearize(flat_value, leaves)
+                m = c.size
+                if m < n:  # m vector-Jacobian products (reverse mode)
+                    vjp = jax.linear_transpose(jvp, leaves)
+                    jac = jax.vmap(lambda u: _concat(vjp(u)[0], buf.dtype))(jnp.eye(m, dtype=c.dtype))
+                else:  # n Jacobian-vector products (forward mode)
+                    jac = jax.vmap(lambda t: jvp(_split(t, layout.shapes, layout.dtypes)), out_axes=1)(
+                        jnp.eye(n, dtype=buf.dtype)
+                    )
+                return c, jac
+
+            return value_and_jac
+
+        select = self._selector("value_and_jac", fun, layout, make)
 
         def value_and_jac_flat(x: np.ndarray, args: tuple):
-            dynamic, static = _partition_args(args)
+            compiled, dynamic = select(args)
             # Constraints are small: always over the flat buffer on one device.
             host = np.asarray(x, dtype=np.float64).astype(info.transfer)
-            c, jac = jax.device_get(value_and_jac(jax.device_put(host, info.device), dynamic, static))
+            c, jac = jax.device_get(compiled(jax.device_put(host, info.device), dynamic))
             c = np.asarray(c).astype(np.float64)
             return c, np.asarray(jac).astype(np.float64).reshape(c.size, n)
 

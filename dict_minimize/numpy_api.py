@@ -58,11 +58,15 @@ class NumpyBackend(Backend):
         return dtypes[0] if all(d == dtypes[0] for d in dtypes) else None
 
     def to_flat(self, leaves: list, layout: Layout) -> np.ndarray:
+        # float64, or complex128 under SciPy's complex-step differences ('cs').
+        dtype = np.result_type(np.float64, *(np.asarray(v).dtype for v in leaves))
         if len(leaves) == 1:
-            return np.array(leaves[0], dtype=np.float64, copy=True).reshape(-1)
-        return np.concatenate(leaves, axis=None, dtype=np.float64)
+            return np.array(leaves[0], dtype=dtype, copy=True).reshape(-1)
+        return np.concatenate(leaves, axis=None, dtype=dtype)
 
     def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
+        if np.iscomplexobj(x):  # SciPy's complex-step differences ('cs'): keep the imaginary part
+            return [piece.astype(np.result_type(dt, x.dtype)) for piece, dt in zip(layout.split(x), layout.dtypes)]
         if layout.info is not None:  # one dtype: one copy, then views
             return layout.split(np.array(x, dtype=layout.info, copy=True))
         return [piece.astype(dt) for piece, dt in zip(layout.split(x), layout.dtypes)]

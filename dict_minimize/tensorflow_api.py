@@ -6,25 +6,28 @@ one copy). float32 travels as float32 and is widened on the host.
 
 How ``fun`` is compiled
 -----------------------
-Value and gradient, Hessian-vector products and constraint Jacobians each
-run in a ``tf.function`` with a fixed ``input_signature``, traced once per
-``minimize`` call, so ``fun`` must be traceable: TensorFlow ops on its
-inputs, no ``.numpy()``. (To debug it eagerly, call
+Value and gradient, Hessian-vector products, constraint Jacobians and, for
+the gradient-free methods, the value alone each run in a ``tf.function``
+with a fixed ``input_signature``, so ``fun`` must be traceable: TensorFlow
+ops on its inputs, no ``.numpy()``. (To debug it eagerly, call
 ``tf.config.run_functions_eagerly(True)``: everything still works, slower.)
-Its Python body runs when it is traced, not at every evaluation.
+Its Python body runs when it is traced, not at every evaluation. A
+gradient-free method whose ``fun`` cannot be traced (it raises a
+``TypeError``, ``AttributeError`` or ``NotImplementedError`` while tracing,
+as ``.numpy()`` or ``float(x)`` do) calls ``fun`` eagerly instead.
 
-The flat parameter buffer is one input of the compiled function. ``args``
-(and, in the stochastic mode, each minibatch) are split into
-
-- tensors and NumPy arrays: inputs of the compiled function (``fun``
-  receives them as ``tf.Tensor``); a new minibatch of the same shape reuses
-  the trace. When a shape changes (a smaller last batch), the differing
-  dimensions are relaxed to ``None`` and the function is traced again, once:
-  write ``tf.shape(X)[0]``, not ``X.shape[0]``, where batch sizes vary;
-- everything else (Python numbers, strings, ``tf.Variable``, a Keras model,
-  functions): baked into the trace, as ``tf.function`` does. Variables are
-  captured by reference, so their current value is read at each call; a
-  Python number that changes value means a new trace.
+Traces are reused across ``minimize`` calls: they are cached, keyed on
+``fun``'s identity (a bound method: its object and function), x0's layout
+(structure, shapes, dtypes, devices) and the static part of ``args``
+(below). A second ``minimize`` with the same ``fun`` and a like-shaped x0
+does not trace again. The trade-off is ``tf.function``'s: Python values
+``fun`` reads at trace time (globals, closed-over numbers, attributes of a
+bound method's object) are baked into the trace, so changing them between
+calls has no effect; pass such values in ``args`` or use a new function.
+The cache holds ``fun`` weakly (its traces go when ``fun`` is garbage
+collected; a callable that cannot be weakly referenced is traced afresh in
+each call) and keeps at most 32 hooks per ``fun`` and 8 traces per kind of
+``args``, the least recently used dropped first.
 
 Hessian-vector products are forward-over-reverse (``ForwardAccumulator``
 over ``GradientTape``); at one point, every product reuses the device copy of
@@ -37,9 +40,14 @@ evaluates the model with Keras 3's ``model.stateless_call`` (example there).
 
 from __future__ import annotations
 
+import inspect
 import sys
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -126,27 +134,38 @@ class TensorflowBackend(Backend):
     def to_flat(self, leaves: list, layout: Layout) -> np.ndarray:
         info: _Info = layout.info
         with tf.device(info.device):
-            parts = [tf.reshape(tf.cast(_tensor(v), info.transfer), [-1]) for v in leaves]
+            parts = [_flat1d(_cast(_tensor(v), info.transfer)) for v in leaves]
             flat = parts[0] if len(parts) == 1 else tf.concat(parts, 0)
         # One device->host copy; float32 is widened on the host (astype copies,
         # so the result never aliases a tensor's memory).
         return flat.numpy().astype(np.float64)
 
-    def _buffer(self, x: np.ndarray, info: _Info) -> tf.Tensor:
-        """One host->device copy of ``x`` in the transfer dtype."""
-        # A new host array: convert_to_tensor may share its memory on the CPU.
-        host = np.array(x, dtype=info.transfer_np, copy=True).reshape(-1)
+    def _buffer(self, x: np.ndarray, info: _Info, copy: bool = True) -> tf.Tensor:
+        """One host->device copy of ``x`` in the transfer dtype.
+
+        ``copy=False`` lets the tensor share ``x``'s memory on the CPU: only
+        for evaluations that hold on to nothing computed from it.
+        """
+        # By default a new host array: convert_to_tensor may share its memory on the CPU.
+        host = np.array(x, dtype=info.transfer_np, copy=True if copy else None).reshape(-1)
+        if info.device is None:  # TensorFlow's default placement: no scope to enter
+            return tf.convert_to_tensor(host)
         with tf.device(info.device):
             return tf.convert_to_tensor(host)
 
     @staticmethod
     def _views(buf: tf.Tensor, layout: Layout) -> list:
-        """x0-shaped leaves split from ``buf`` (eager or inside a trace)."""
+        """x0-shaped leaves split from ``buf`` (eager or inside a trace).
+
+        Reshapes and casts that would change nothing are skipped: fewer ops
+        to trace (a third of the trace time with many leaves) and to run.
+        """
         pieces = tf.split(buf, list(layout.sizes)) if len(layout.sizes) > 1 else [buf]
         leaves = []
         for piece, shape, dtype in zip(pieces, layout.shapes, layout.dtypes):
-            piece = tf.reshape(piece, shape)
-            leaves.append(piece if dtype == buf.dtype else tf.cast(piece, dtype))
+            if tuple(piece.shape) != shape:
+                piece = tf.reshape(piece, shape)
+            leaves.append(_cast(piece, dtype))
         return leaves
 
     def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
@@ -173,118 +192,182 @@ class TensorflowBackend(Backend):
         return np.asarray(obj)
 
     # ---- derivatives ------------------------------------------------------
+    #
+    # Each hook builds (or finds in _CACHE) a _Compiled shared by every
+    # minimize call with the same fun, hook kind and layout, and hands the
+    # driver a _Run: this call's runner over it. The traced Python functions
+    # reach fun through fun_ref (a weak reference), never directly.
 
-    def value_and_grad(self, fun: Callable, layout: Layout) -> "_Compiled":
+    def _tree(self, buf: tf.Tensor, layout: Layout) -> Any:
+        return layout.unflatten(self._views(buf, layout))
+
+    def value(self, fun: Callable, layout: Layout) -> "_Run":
         info: _Info = layout.info
 
-        def build(rebuild_args):
-            def value_and_grad(head, dynamic):
-                (buf,) = head
-                args = rebuild_args(dynamic)
-                with tf.GradientTape() as tape:
-                    tape.watch(buf)
-                    value = _scalar(fun(layout.unflatten(self._views(buf, layout)), *args))
-                grad = tape.gradient(value, buf)
-                return value, _connected(grad)
+        def make(fun_ref):
+            def build(rebuild_args):
+                def value(head, dynamic):
+                    (buf,) = head
+                    return _scalar(fun_ref()(self._tree(buf, layout), *rebuild_args(dynamic)), check=False)
 
-            return value_and_grad
+                return value
 
-        compiled = _Compiled(build, (tf.TensorSpec([layout.n], info.transfer),), info.device)
+            return _Compiled(build, (tf.TensorSpec([layout.n], info.transfer),), info.device)
 
-        def run(x: np.ndarray, args: tuple):
-            value, grad = compiled.evaluate((self._buffer(x, info),), args)
-            return float(value.numpy()), grad.numpy().astype(np.float64)
+        run = _Run(_CACHE.get(fun, ("value", layout), make))
+        eager = False
 
-        compiled.runner = run
-        return compiled
+        def value(x: np.ndarray, args: tuple) -> float:
+            nonlocal eager
+            if not eager:
+                try:
+                    return float(run.evaluate((self._buffer(x, info, copy=False),), args).numpy())
+                except _TRACE_ERRORS:
+                    # Only tracing raises these (a graph fails with tf.errors).
+                    # Gradient-free methods need no tracing: call fun as it is.
+                    eager = True
+            return self.to_scalar(fun(layout.unflatten(self.from_flat(x, layout)), *args))
 
-    def linearize_grad(self, fun: Callable, layout: Layout) -> "_Compiled":
+        run.runner = value
+        return run
+
+    def value_and_grad(self, fun: Callable, layout: Layout) -> "_Run":
+        info: _Info = layout.info
+
+        def make(fun_ref):
+            def build(rebuild_args):
+                def value_and_grad(head, dynamic):
+                    (buf,) = head
+                    args = rebuild_args(dynamic)
+                    with tf.GradientTape() as tape:
+                        tape.watch(buf)
+                        value = _scalar(fun_ref()(self._tree(buf, layout), *args))
+                    # tf.split's gradient is one concatenation: no per-leaf cost.
+                    grad = tape.gradient(value, buf)
+                    return value, _connected(grad)
+
+                return value_and_grad
+
+            return _Compiled(build, (tf.TensorSpec([layout.n], info.transfer),), info.device)
+
+        run = _Run(_CACHE.get(fun, ("value_and_grad", layout), make))
+
+        def value_and_grad(x: np.ndarray, args: tuple):
+            value, grad = run.evaluate((self._buffer(x, info, copy=False),), args)
+            # The gradient tensor is this call's alone: sharing its memory is safe.
+            return float(value.numpy()), grad.numpy().astype(np.float64, copy=False)
+
+        run.runner = value_and_grad
+        return run
+
+    def linearize_grad(self, fun: Callable, layout: Layout) -> "_Run":
         info: _Info = layout.info
         spec = tf.TensorSpec([layout.n], info.transfer)
 
-        def build(rebuild_args):
-            def hvp(head, dynamic):
-                buf, tangent = head
-                args = rebuild_args(dynamic)
-                # Forward over reverse: the JVP of the gradient along the tangent.
-                with tf.autodiff.ForwardAccumulator(buf, tangent) as acc:
-                    with tf.GradientTape() as tape:
-                        tape.watch(buf)
-                        value = _scalar(fun(layout.unflatten(self._views(buf, layout)), *args))
-                    grad = _connected(tape.gradient(value, buf))
-                return acc.jvp(grad, unconnected_gradients=_ZERO)
+        def make(fun_ref):
+            def build(rebuild_args):
+                def hvp(head, dynamic):
+                    buf, tangent = head
+                    args = rebuild_args(dynamic)
+                    # Forward over reverse: the JVP of the gradient along the tangent.
+                    with tf.autodiff.ForwardAccumulator(buf, tangent) as acc:
+                        with tf.GradientTape() as tape:
+                            tape.watch(buf)
+                            value = _scalar(fun_ref()(self._tree(buf, layout), *args))
+                        grad = _connected(tape.gradient(value, buf))
+                    return acc.jvp(grad, unconnected_gradients=_ZERO)
 
-            return hvp
+                return hvp
 
-        compiled = _Compiled(build, (spec, spec), info.device)
+            return _Compiled(build, (spec, spec), info.device)
+
+        run = _Run(_CACHE.get(fun, ("linearize_grad", layout), make))
 
         def linearize(x: np.ndarray, args: tuple):
             # Reused by every product at this x: the device buffer, the
             # converted args and the compiled function.
             buf = self._buffer(x, info)
-            function, dynamic = compiled.prepare(args)
+            function, dynamic = run.prepare(args)
 
             def hvp(p: np.ndarray) -> np.ndarray:
-                return function((buf, self._buffer(p, info)), dynamic).numpy().astype(np.float64)
+                product = function((buf, self._buffer(p, info, copy=False)), dynamic)
+                return product.numpy().astype(np.float64)
 
             return hvp
 
-        compiled.runner = linearize
-        return compiled
+        run.runner = linearize
+        return run
 
-    def value_and_jac(self, fun: Callable, layout: Layout) -> "_Compiled":
+    def value_and_jac(self, fun: Callable, layout: Layout) -> "_Run":
         info: _Info = layout.info
         n = layout.n
 
-        def build(rebuild_args):
-            def constraint(buf, args):
-                c = fun(layout.unflatten(self._views(buf, layout)), *args)
-                return tf.reshape(tf.convert_to_tensor(c), [-1])
+        def make(fun_ref):
+            def build(rebuild_args):
+                def constraint(buf, args):
+                    return _flat1d(tf.convert_to_tensor(fun_ref()(self._tree(buf, layout), *args)))
 
-            def value_and_jac(head, dynamic):
-                (buf,) = head
-                args = rebuild_args(dynamic)
-                with tf.GradientTape() as tape:
-                    tape.watch(buf)
-                    c = constraint(buf, args)
-                m = c.shape[0]
-                if m is not None and n < m:
-                    # Forward mode: n Jacobian-vector products, vectorized.
-                    def column(tangent):
-                        with tf.autodiff.ForwardAccumulator(buf, tangent) as acc:
-                            c_t = constraint(buf, args)
-                        return acc.jvp(c_t, unconnected_gradients=_ZERO)
+                def value_and_jac(head, dynamic):
+                    (buf,) = head
+                    args = rebuild_args(dynamic)
+                    with tf.GradientTape() as tape:
+                        tape.watch(buf)
+                        c = constraint(buf, args)
+                    m = c.shape[0]
+                    if m is not None and n < m:
+                        # Forward mode: n Jacobian-vector products, vectorized.
+                        def column(tangent):
+                            with tf.autodiff.ForwardAccumulator(buf, tangent) as acc:
+                                c_t = constraint(buf, args)
+                            return acc.jvp(c_t, unconnected_gradients=_ZERO)
 
-                    jac = tf.transpose(tf.vectorized_map(column, tf.eye(n, dtype=buf.dtype)))
-                else:
-                    # Reverse mode: m vector-Jacobian products, vectorized by pfor.
-                    jac = tape.jacobian(c, buf, unconnected_gradients=_ZERO)
-                return c, jac
+                        jac = tf.transpose(tf.vectorized_map(column, tf.eye(n, dtype=buf.dtype)))
+                    else:
+                        # Reverse mode: m vector-Jacobian products, vectorized by pfor.
+                        jac = tape.jacobian(c, buf, unconnected_gradients=_ZERO)
+                    return c, jac
 
-            return value_and_jac
+                return value_and_jac
 
-        compiled = _Compiled(build, (tf.TensorSpec([n], info.transfer),), info.device)
+            return _Compiled(build, (tf.TensorSpec([n], info.transfer),), info.device)
 
-        def run(x: np.ndarray, args: tuple):
-            c, jac = compiled.evaluate((self._buffer(x, info),), args)
+        run = _Run(_CACHE.get(fun, ("value_and_jac", layout), make))
+
+        def value_and_jac_flat(x: np.ndarray, args: tuple):
+            c, jac = run.evaluate((self._buffer(x, info, copy=False),), args)
             return c.numpy().astype(np.float64), jac.numpy().astype(np.float64).reshape(-1, n)
 
-        compiled.runner = run
-        return compiled
+        run.runner = value_and_jac_flat
+        return run
 
     def vdot(self, v: np.ndarray, c: Any) -> tf.Tensor:
         c = tf.convert_to_tensor(c)
         return tf.reduce_sum(tf.cast(v, c.dtype) * tf.reshape(c, [-1]))
 
 
-def _scalar(value: Any) -> tf.Tensor:
-    """fun's value as a 0-d tensor, or a ValueError saying what it was."""
-    if isinstance(value, (np.ndarray, np.generic)):
+def _cast(t: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    return t if t.dtype == dtype else tf.cast(t, dtype)
+
+
+def _flat1d(t: tf.Tensor) -> tf.Tensor:
+    """``t`` raveled; no op when it is already 1-d."""
+    return t if t.shape.rank == 1 else tf.reshape(t, [-1])
+
+
+def _scalar(value: Any, check: bool = True) -> tf.Tensor:
+    """fun's value as a 0-d tensor, or a ValueError saying what it was.
+
+    ``check=False`` (the value alone, nothing to differentiate) accepts a
+    value that is not computed from x.
+    """
+    if check and isinstance(value, (np.ndarray, np.generic)):
         raise ValueError(
             "fun must return a TensorFlow scalar computed from x; it returned a NumPy value "
             "(did it call .numpy()?)"
         )
     value = tf.convert_to_tensor(value)
+    if value.shape.rank == 0:
+        return value
     if value.shape.is_fully_defined() and value.shape.num_elements() != 1:
         raise ValueError(f"fun must return a scalar; it returned a tensor of shape {tuple(value.shape)}")
     return tf.reshape(value, [])
@@ -299,44 +382,107 @@ def _connected(grad: Any) -> tf.Tensor:
     return tf.convert_to_tensor(grad)  # IndexedSlices (from gathers) become dense
 
 
+#: What tracing a function that needs concrete values raises (``.numpy()``,
+#: ``float(x)``, NumPy on a symbolic tensor).
+_TRACE_ERRORS = (TypeError, AttributeError, NotImplementedError)
+
+
+# ---- compiled functions, cached across minimize calls ----------------------
+
+#: Most hooks (kinds x layouts) kept per user function, and most traces (kinds
+#: of ``args``) per hook; the least recently used go first.
+MAX_HOOKS_PER_FUNCTION = 32
+MAX_TRACES_PER_HOOK = 8
+
+
+class _CompileCache:
+    """Compiled hooks per user function: kept while it lives, never keeping it alive.
+
+    An entry is found by ``fun``'s identity (a bound method by its object and
+    its function: each attribute access makes a new bound method) and a
+    hashable key (hook kind, layout). What ``make`` builds reaches ``fun``
+    through a weak reference only, so the entries go when ``fun`` (or the
+    bound method's object) is garbage collected, with whatever they hold. A
+    callable that cannot be weakly referenced, or an unhashable key, gets a
+    fresh, uncached build every time.
+    """
+
+    def __init__(self, max_per_function: int):
+        self._max = max_per_function
+        # Reentrant: a weakref callback (``_forget``) may run in this thread
+        # while the lock is held, when a collection starts inside ``get``.
+        self._lock = threading.RLock()
+        self._slots: dict[int, tuple[weakref.ref, OrderedDict]] = {}
+
+    def get(self, fun: Callable, key: Any, make: Callable[[Callable[[], Callable]], Any]) -> Any:
+        """``make(fun_ref)`` for ``(fun, key)``, built once while ``fun`` lives; ``fun_ref()`` is ``fun``."""
+        try:
+            if inspect.ismethod(fun):
+                owner, key, fun_ref = fun.__self__, (fun.__func__, key), weakref.WeakMethod(fun)
+            else:
+                owner, fun_ref = fun, weakref.ref(fun)
+            hash(key)
+        except TypeError:
+            return make(lambda: fun)
+        owner_id = id(owner)
+        with self._lock:
+            slot = self._slots.get(owner_id)
+            if slot is None or slot[0]() is not owner:
+                slot = (weakref.ref(owner, partial(self._forget, owner_id)), OrderedDict())
+                self._slots[owner_id] = slot
+            entries = slot[1]
+            if key in entries:
+                entries.move_to_end(key)
+                return entries[key]
+            built = entries[key] = make(fun_ref)
+            while len(entries) > self._max:
+                entries.popitem(last=False)
+            return built
+
+    def _forget(self, owner_id: int, ref: weakref.ref) -> None:
+        with self._lock:
+            slot = self._slots.get(owner_id)
+            if slot is not None and slot[0] is ref:
+                del self._slots[owner_id]
+
+    def __len__(self) -> int:
+        """How many user functions (or bound methods' objects) have entries."""
+        return len(self._slots)
+
+
+_CACHE = _CompileCache(MAX_HOOKS_PER_FUNCTION)
+
+
 class _Compiled:
-    """A derivative hook: ``tf.function``s with fixed signatures, one per kind of ``args``.
+    """One hook's ``tf.function``s with fixed signatures, one per kind of ``args``; shared by calls.
 
     ``args`` is split into dynamic leaves (tensors and NumPy arrays: inputs of
     the compiled function) and static ones (everything else: baked into the
-    trace). The static part and the structure form the cache key; within one
-    key, a dynamic leaf whose shape changes relaxes the signature (differing
-    dimensions become ``None``) and is traced again, once.
-
-    Calling it runs ``runner`` (the protocol's function of the flat ``x``
-    and ``args``); :meth:`tracing_count` says how often ``fun`` was traced.
+    trace). The static part and the structure form the key of a trace; within
+    one key, a dynamic leaf whose shape changes relaxes the signature
+    (differing dimensions become ``None``) and is traced again, once. At most
+    :data:`MAX_TRACES_PER_HOOK` keys are kept, the least recently used dropped.
     """
 
     def __init__(self, build: Callable, head_specs: tuple, device: str | None):
         self._build = build
         self._head_specs = head_specs
         self._device = device
-        self._entries: dict = {}  # static key -> [dynamic specs, compiled call]
-        self._last: tuple | None = None  # (args, function, dynamic tensors): the same args, no work
-        self.functions: list = []  # every tf.function made, for tracing_count
-        self.runner: Callable | None = None
+        self._lock = threading.Lock()
+        self._entries: OrderedDict = OrderedDict()  # static key -> (dynamic specs, tf.function, call)
+        self._dropped_traces = 0  # traces of functions no longer kept
 
-    def __call__(self, *a):
-        return self.runner(*a)
+    @property
+    def functions(self) -> list:
+        """The ``tf.function``s kept, least recently used first."""
+        return [function for _, function, _ in self._entries.values()]
 
     def tracing_count(self) -> int:
-        """How many times ``fun`` was traced by this hook (all signatures)."""
-        return sum(f.experimental_get_tracing_count() for f in self.functions)
-
-    def evaluate(self, head: tuple, args: tuple):
-        """Run the compiled function on the device tensors ``head`` and ``args``."""
-        function, dynamic = self.prepare(args)
-        return function(head, dynamic)
+        """How many times ``fun`` was traced by this hook (all signatures, all calls)."""
+        return self._dropped_traces + sum(f.experimental_get_tracing_count() for f in self.functions)
 
     def prepare(self, args: tuple) -> tuple[Callable, tuple]:
         """The compiled function for ``args`` and its dynamic inputs."""
-        if self._last is not None and self._last[0] is args:
-            return self._last[1], self._last[2]
         leaves, treespec = optree.tree_flatten(
             args, is_leaf=_is_tf_leaf, none_is_leaf=True, namespace=NAMESPACE
         )
@@ -350,15 +496,19 @@ class _Compiled:
             else:
                 key.append(("id", id(leaf)))  # the trace keeps the object alive
         key = tuple(key)
-        entry = self._entries.get(key)
-        if entry is None or not all(s.is_compatible_with(t) for s, t in zip(entry[0], dynamic)):
-            specs = tuple(tf.TensorSpec.from_tensor(t) for t in dynamic)
-            if entry is not None:
-                specs = tuple(_relaxed(old, new) for old, new in zip(entry[0], specs))
-            entry = [specs, self._trace(treespec, leaves, specs)]
-            self._entries[key] = entry
-        self._last = (args, entry[1], tuple(dynamic))
-        return entry[1], tuple(dynamic)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or not all(s.is_compatible_with(t) for s, t in zip(entry[0], dynamic)):
+                specs = tuple(tf.TensorSpec.from_tensor(t) for t in dynamic)
+                if entry is not None:
+                    specs = tuple(_relaxed(old, new) for old, new in zip(entry[0], specs))
+                    self._dropped_traces += entry[1].experimental_get_tracing_count()
+                entry = self._entries[key] = (specs, *self._trace(treespec, leaves, specs))
+            self._entries.move_to_end(key)
+            while len(self._entries) > MAX_TRACES_PER_HOOK:
+                _, (_, function, _) = self._entries.popitem(last=False)
+                self._dropped_traces += function.experimental_get_tracing_count()
+        return entry[2], tuple(dynamic)
 
     def _trace(self, treespec, leaves: list, specs: tuple):
         dynamic_at = [i for i, leaf in enumerate(leaves) if _is_dynamic(leaf)]
@@ -371,19 +521,61 @@ class _Compiled:
             return optree.tree_unflatten(treespec, filled)
 
         function = tf.function(self._build(rebuild_args), input_signature=(self._head_specs, specs))
-        self.functions.append(function)
         concrete: list = []  # traced on first use: never, when functions run eagerly
 
-        def call(head: tuple, dynamic: tuple):
-            with tf.device(self._device):
-                if tf.config.functions_run_eagerly():  # debugging: fun's Python runs each time
-                    return function(head, dynamic)
-                if not concrete:
-                    concrete.append(function.get_concrete_function())  # the one trace
-                # The concrete function skips tf.function's per-call signature matching.
-                return concrete[0](head, dynamic)
+        def run(head: tuple, dynamic: tuple):
+            if tf.config.functions_run_eagerly():  # debugging: fun's Python runs each time
+                return function(head, dynamic)
+            if not concrete:
+                concrete.append(function.get_concrete_function())  # the one trace
+            # The concrete function skips tf.function's per-call signature matching.
+            return concrete[0](head, dynamic)
 
-        return call
+        def call(head: tuple, dynamic: tuple):
+            if self._device is None:  # TensorFlow's default placement: no scope to enter
+                return run(head, dynamic)
+            with tf.device(self._device):
+                return run(head, dynamic)
+
+        return function, call
+
+
+class _Run:
+    """What a hook hands the driver for one ``minimize`` call: ``runner`` over a shared :class:`_Compiled`.
+
+    Calling it runs ``runner`` (the protocol's function of the flat ``x`` and
+    ``args``). The driver passes the same ``args`` tuple until the minibatch
+    changes: the split of ``args`` is remembered for that tuple, by this call
+    only (the shared cache never holds a call's ``args``).
+    """
+
+    def __init__(self, compiled: _Compiled):
+        self.compiled = compiled
+        self.runner: Callable | None = None
+        self._last: tuple | None = None  # (args, function, dynamic tensors)
+
+    def __call__(self, *a):
+        return self.runner(*a)
+
+    @property
+    def functions(self) -> list:
+        return self.compiled.functions
+
+    def tracing_count(self) -> int:
+        """How many times ``fun`` was traced by this hook, over every ``minimize`` call."""
+        return self.compiled.tracing_count()
+
+    def prepare(self, args: tuple) -> tuple[Callable, tuple]:
+        """The compiled function for ``args`` and its dynamic inputs."""
+        if self._last is None or self._last[0] is not args:
+            function, dynamic = self.compiled.prepare(args)
+            self._last = (args, function, dynamic)
+        return self._last[1], self._last[2]
+
+    def evaluate(self, head: tuple, args: tuple):
+        """Run the compiled function on the device tensors ``head`` and ``args``."""
+        function, dynamic = self.prepare(args)
+        return function(head, dynamic)
 
 
 def _is_dynamic(leaf: Any) -> bool:

@@ -82,9 +82,11 @@ class Backend(abc.ABC):
         arr = self.to_numpy(value)
         if arr.size != 1:
             raise ValueError(
-                "fun must return a scalar (a float or a tensor with one element); "
-                f"it returned shape {tuple(arr.shape)}"
+                "The user-provided objective function must return a scalar value. "
+                f"fun returned shape {tuple(arr.shape)}; it must be a float or a tensor with one element."
             )
+        if np.iscomplexobj(arr):  # SciPy's complex-step differences ('cs')
+            return complex(arr.reshape(()))
         return float(arr.reshape(()))
 
     # ---- derivatives (None: not available, SciPy takes over) --------------

@@ -170,13 +170,20 @@ def make_bounds(
 
 
 def _checked(b: Bounds, layout: Layout) -> Bounds:
-    lb = np.broadcast_to(np.asarray(b.lb, dtype=np.float64), (layout.n,))
-    ub = np.broadcast_to(np.asarray(b.ub, dtype=np.float64), (layout.n,))
+    # Messages start with SciPy's own sentences: drop-in users match on them.
+    lb, ub = np.asarray(b.lb, dtype=np.float64), np.asarray(b.ub, dtype=np.float64)
+    if lb.size not in (1, layout.n) or ub.size not in (1, layout.n):
+        raise ValueError(
+            "The number of bounds is not compatible with the length of `x0`. "
+            f"x0 has {layout.n} elements; the bounds have {max(lb.size, ub.size)}."
+        )
+    lb = np.broadcast_to(lb.reshape(-1), (layout.n,))
+    ub = np.broadcast_to(ub.reshape(-1), (layout.n,))
     bad = np.flatnonzero(lb > ub)
     if bad.size:
         i = int(bad[0])
         raise ValueError(
-            f"lower bound exceeds upper bound for {layout.path_of_index(i)} "
-            f"(flat index {i}: {lb[i]} > {ub[i]})"
+            "An upper bound is less than the corresponding lower bound. "
+            f"In {layout.path_of_index(i)} (flat index {i}): {lb[i]} > {ub[i]}."
         )
     return b

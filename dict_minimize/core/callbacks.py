@@ -89,6 +89,7 @@ class IterationHook:
         self.make_args = make_args
         self.nit = 0
         self.last_x = None
+        self.stopped_by_user = False
         self.start = time.perf_counter()
         self.history: dict[str, list] = {
             "nit": [], "fun": [], "grad_norm": [], "time": [], "nfev": [], "epoch": [],
@@ -167,6 +168,7 @@ class IterationHook:
             if self.feed is not None:
                 self.objective.set_args(self.make_args(self.feed.advance()))
         except StopIteration:
+            self.stopped_by_user = True
             if self.method != "tnc":
                 raise  # SciPy stops cleanly on it
             # TNC cannot stop on StopIteration: the driver does, from here.

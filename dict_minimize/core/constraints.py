@@ -141,14 +141,15 @@ def _is_default_hess(hess) -> bool:
 
 def _autodiff_hess(backend, cfun, cargs, layout):
     """trust-constr's ``hess(x, v)``: a LinearOperator of HVPs of ``v . c(x)``."""
-    linearize = backend.linearize_grad(
-        lambda tree, v, *a: backend.vdot(v, cfun(tree, *a)), layout
-    )
+    def lagrangian(tree, v, *a):
+        return backend.vdot(v, cfun(tree, *a))
+
+    linearize = backend.linearize_grad(lagrangian, layout)
     if linearize is None:
         return None
     n = layout.n
 
-    def hess(x, v):
+    def hess(x, v, _keep=lagrangian):  # a backend may hold fun weakly: keep it alive
         hvp = linearize(x, (np.asarray(v, dtype=np.float64),) + cargs)
         return LinearOperator((n, n), matvec=hvp, dtype=np.float64)
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 from scipy.optimize import HessianUpdateStrategy, OptimizeResult
+from scipy.optimize import minimize as scipy_minimize  # bound once: users may monkeypatch SciPy
 from scipy.sparse.linalg import LinearOperator
 
 from .backend import Backend
@@ -55,6 +56,21 @@ def _fd_rel_step(layout: Layout, jac: Any) -> float | None:
     if eps <= _EPS["float64"]:
         return None
     return eps ** (1 / 3) if jac == "3-point" else eps**0.5
+
+
+class EagerValue:
+    """``fun`` over the flat vector, called eagerly: ``value(x, args) -> float``.
+
+    A plain object rather than a closure so that it pickles whenever the
+    user's ``fun`` does (SciPy's ``workers=`` option sends it to other processes).
+    """
+
+    def __init__(self, backend: Backend, layout: Layout, fun: Callable):
+        self.backend, self.layout, self.fun = backend, layout, fun
+
+    def __call__(self, x: np.ndarray, args: tuple) -> float:
+        leaves = self.backend.from_flat(x, self.layout)
+        return self.backend.to_scalar(self.fun(self.layout.unflatten(leaves), *args))
 
 
 def build_layout(backend: Backend, x0: Any) -> tuple[Layout, list]:
@@ -133,7 +149,12 @@ def minimize(
         has_bounds = bounds is not None or lb_dict is not None or ub_dict is not None
         method = "SLSQP" if constraints else "L-BFGS-B" if has_bounds else "BFGS"
     meth = method.lower() if isinstance(method, str) else "_custom"
-    scipy_constraints = make_constraints(constraints, tree_of, backend, layout, is_leaf, meth)
+    x0_is_flat = len(layout.shapes) == 1 and layout.shapes[0] == (layout.n,) and not layout.keys[0]
+    if meth == "_custom" and x0_is_flat:
+        # A custom method gets the user's own bounds and constraints, as from SciPy.
+        scipy_bounds, scipy_constraints = bounds, constraints
+    else:
+        scipy_constraints = make_constraints(constraints, tree_of, backend, layout, is_leaf, meth)
 
     # ---- stochastic mode -------------------------------------------------
     feed = BatchFeed(batches, epochs) if batches is not None else None
@@ -149,9 +170,7 @@ def minimize(
     deadline = time.perf_counter() + max_time if max_time is not None else None
 
     # ---- objective and gradient -----------------------------------------
-    def eager_value(x, a):
-        return backend.to_scalar(fun(tree_of(x), *a))
-
+    eager_value = EagerValue(backend, layout, fun)
     uses_grad = meth not in GRADIENT_FREE
     value = eager_value
     if jac is not True and not uses_grad:
@@ -170,7 +189,7 @@ def minimize(
         objective = Objective(value)
 
         def scipy_jac(x):
-            return flat(jac(tree_of(x), *objective.args), "the gradient returned by jac")
+            return objective.note_grad(flat(jac(tree_of(x), *objective.args), "the gradient returned by jac"))
     else:
         autodiff = backend.value_and_grad(fun, layout) if jac is None and uses_grad else None
         objective = Objective(value, autodiff)
@@ -207,17 +226,20 @@ def minimize(
                 scipy_jac = _central_differences(value, objective, step)
 
     # ---- the run ---------------------------------------------------------
-    fixed = scipy_bounds is not None and np.any(np.asarray(scipy_bounds.lb) == np.asarray(scipy_bounds.ub))
+    fixed = isinstance(scipy_bounds, scipy.optimize.Bounds) and np.any(
+        np.asarray(scipy_bounds.lb) == np.asarray(scipy_bounds.ub)
+    )
     hook = IterationHook(
         meth, callback, tree_of, objective, progress=progress, deadline=deadline,
         feed=feed, make_args=make_args, total=options.get("maxiter"),
     )
     # SciPy prints the callback when it removes fixed variables from a
-    # new-style one; the legacy style does not reach that line.
-    legacy = meth == "tnc" or (fixed and meth in ("l-bfgs-b", "slsqp"))
+    # new-style one; the legacy style does not reach that line. A custom
+    # method may call callback(xk) only.
+    legacy = meth in ("tnc", "_custom") or (fixed and meth in ("l-bfgs-b", "slsqp"))
 
     def run(x_from: np.ndarray, opts: dict) -> OptimizeResult:
-        return scipy.optimize.minimize(
+        return scipy_minimize(
             objective.fun, x_from, args=(), method=method, jac=scipy_jac,
             hess=scipy_hess, hessp=scipy_hessp, bounds=scipy_bounds,
             constraints=scipy_constraints if scipy_constraints else (),
@@ -346,6 +368,8 @@ def _run_stochastic(run, x_start, options, objective, hook, feed, make_args) -> 
 def _finish(res: OptimizeResult, tree_of: Callable, layout: Layout, meth: str, hook: IterationHook) -> OptimizeResult:
     """SciPy's result with ``x`` and the objective gradient as pytrees."""
     out = OptimizeResult(res)
+    if "x" not in res:  # a custom method may return anything
+        return out
     out.x = tree_of(np.asarray(res.x, dtype=np.float64).reshape(-1))
     grad_key = "grad" if meth == "trust-constr" else "jac"
     g = res.get(grad_key)
@@ -353,5 +377,9 @@ def _finish(res: OptimizeResult, tree_of: Callable, layout: Layout, meth: str, h
         out[grad_key] = tree_of(np.asarray(g, dtype=np.float64).reshape(-1))
     if "fun" in out and out.fun is not None and np.size(out.fun) == 1:
         out.fun = float(np.asarray(out.fun).reshape(()))
+    if hook.stopped_by_user:
+        # COBYQA reports success (with its own status and message) when the
+        # callback stops it; a stopped run is not a success.
+        out.success = False
     out.history = {k: np.asarray(v) for k, v in hook.history.items()}
     return out

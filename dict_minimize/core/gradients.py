@@ -11,6 +11,12 @@ import optree
 from .tree import NAMESPACE, Layout, flatten_with_paths, format_path
 
 
+def _as_flat_array(arr) -> np.ndarray:
+    """A new float64 array (complex128 under SciPy's complex-step differences)."""
+    arr = np.asarray(arr)
+    return np.array(arr, dtype=np.result_type(arr.dtype, np.float64), copy=True)
+
+
 def _aligned(paths, leaves, layout: Layout, what: str) -> list:
     """Leaves reordered to x0's layout, or a ValueError naming the key at fault."""
     by_path = dict(zip(map(tuple, paths), leaves))
@@ -37,7 +43,7 @@ def flat_gradient(backend, layout: Layout, tree: Any, is_leaf, what: str = "the 
         single = len(layout.keys) == 1 and not layout.keys[0]  # x0 is one tensor
         if single or spec.num_nodes == 1:
             # SciPy users return a list or an array: the flat vector itself.
-            arr = np.array(backend.to_numpy(tree), dtype=np.float64, copy=True)
+            arr = _as_flat_array(backend.to_numpy(tree))
             if arr.size != layout.n:
                 raise ValueError(f"{what} has {arr.size} elements; x0 has {layout.n}")
             return arr.reshape(-1)
@@ -47,6 +53,6 @@ def flat_gradient(backend, layout: Layout, tree: Any, is_leaf, what: str = "the 
         got = leaf.shape if hasattr(leaf, "shape") else np.shape(leaf)
         if tuple(got) != shape:
             if len(layout.shapes) == 1 and np.size(leaf) == layout.n:
-                return np.array(backend.to_numpy(leaf), dtype=np.float64, copy=True).reshape(-1)
+                return _as_flat_array(backend.to_numpy(leaf)).reshape(-1)
             raise ValueError(f"{what} for {path} has shape {tuple(got)}; x0 there has shape {shape}")
     return backend.to_flat(leaves, layout)

@@ -90,17 +90,32 @@ class Objective:
         return self._x is not None and np.array_equal(x, self._x)
 
     def fun(self, x: np.ndarray) -> float:
-        """The objective at ``x``."""
+        """The objective at ``x``.
+
+        Only a value that came with its gradient is memoized: a value alone
+        is evaluated every time SciPy asks, as in SciPy (objectives with
+        state, and nfev, stay as SciPy users know them).
+        """
+        if self._value_and_grad is None:
+            self._check_time()
+            self.n_evaluations += 1
+            f = self._value(x, self.args)
+            self._f = f
+            if self.deadline is not None and np.real(f) < self.best_f:
+                self.best_f, self.best_x = f, np.array(x, dtype=np.float64, copy=True)
+            return f
         if self._same_point(x):
             return self._f
         self._check_time()
         self.n_evaluations += 1
-        if self._value_and_grad is not None:
-            f, g = self._value_and_grad(x, self.args)
-        else:
-            f, g = self._value(x, self.args), None
+        f, g = self._value_and_grad(x, self.args)
         self._remember(x, f, g)
         return f
+
+    def note_grad(self, g: np.ndarray) -> np.ndarray:
+        """Keep a gradient computed outside the memo (a ``jac`` callable) for the history."""
+        self._g = g
+        return g
 
     def jac(self, x: np.ndarray) -> np.ndarray:
         """The flat gradient at ``x`` (computed with the value when not memoized)."""
