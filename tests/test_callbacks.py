@@ -1,0 +1,266 @@
+"""Callbacks in both SciPy styles, StopIteration, and the per-iteration history.
+
+Derivatives are the user's (SciPy's rosen_der / rosen_hess on the flat
+vector) so that every method runs the same way on every backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import rosen, rosen_der, rosen_hess
+from scipy.optimize._minimize import MINIMIZE_METHODS, MINIMIZE_METHODS_NEW_CB
+
+GRADIENT_FREE = {"nelder-mead", "powell", "cobyla", "cobyqa"}
+NEEDS_HESS = {"newton-cg", "dogleg", "trust-ncg", "trust-krylov", "trust-exact", "trust-constr"}
+# Methods that report nit and call the callback once per counted iteration.
+NO_NIT = {"cobyla"}  # SciPy reports no nit
+# SciPy's COBYQA calls the callback more often than nit counts; its Nelder-Mead
+# counts one more iteration than it calls back.
+CALLBACKS_NOT_NIT = {"cobyqa", "nelder-mead"}
+LEGACY_METHODS = [m for m in MINIMIZE_METHODS if m != "trust-constr"]  # trust-constr: (xk, state)
+
+
+def flat(h, x):
+    return np.concatenate([np.ravel(h.to_numpy(x["a"])), np.ravel(h.to_numpy(x["b"]))]).astype(np.float64)
+
+
+def problem(h, method):
+    """Rosenbrock over x['a'] (1) then x['b'] (2), from a point where its Hessian is positive definite."""
+
+    def fun(x):
+        a, b = x["a"], x["b"]
+        return (100.0 * (b[0] - a[0] ** 2) ** 2 + (1.0 - a[0]) ** 2
+                + 100.0 * (b[1] - b[0] ** 2) ** 2 + (1.0 - b[0]) ** 2)
+
+    def jac(x):
+        g = rosen_der(flat(h, x))
+        return {"a": h.asarray(g[:1]), "b": h.asarray(g[1:])}
+
+    def hess(x):
+        return rosen_hess(flat(h, x))
+
+    x0 = {"a": h.asarray([0.9]), "b": h.asarray([0.8, 0.6])}
+    kwargs = {}
+    if method in GRADIENT_FREE:  # they need hundreds of evaluations; a few iterations show the style
+        kwargs["options"] = {"maxiter": 10}
+    if method not in GRADIENT_FREE:
+        kwargs["jac"] = jac
+    if method in NEEDS_HESS:
+        kwargs["hess"] = hess
+    return fun, x0, kwargs
+
+
+def approx(h, x0, value):
+    """``value`` up to the leaves' precision (JAX without x64 runs these tests in float32)."""
+    if h.dtype_name(x0["a"]) == "float64":
+        return pytest.approx(value, rel=1e-6, abs=1e-12)
+    return pytest.approx(value, rel=1e-4, abs=1e-5)
+
+
+def assert_pytree_like_x0(h, x):
+    assert isinstance(x, dict) and list(x) == ["a", "b"]
+    assert h.is_native(x["a"]) and h.is_native(x["b"])
+    assert tuple(x["a"].shape) == (1,) and tuple(x["b"].shape) == (2,)
+
+
+# ---- styles ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", MINIMIZE_METHODS_NEW_CB)
+def test_new_style_callback(backend, method):
+    h = backend
+    fun, x0, kwargs = problem(h, method)
+    seen = []
+
+    def callback(intermediate_result):
+        assert_pytree_like_x0(h, intermediate_result.x)
+        assert "fun" in intermediate_result
+        seen.append((flat(h, intermediate_result.x), float(intermediate_result.fun)))
+
+    res = h.minimize(fun, x0, method=method, callback=callback, **kwargs)
+    assert seen
+    for x, f in seen:
+        assert f == approx(h, x0, rosen(x))  # .fun is the objective at .x
+    assert len(res.history["fun"]) == len(seen)
+    if method not in NO_NIT | CALLBACKS_NOT_NIT:
+        assert len(seen) == res.nit
+
+
+@pytest.mark.parametrize("method", LEGACY_METHODS)
+def test_legacy_callback_gets_pytree(backend, method):
+    h = backend
+    fun, x0, kwargs = problem(h, method)
+    seen = []
+
+    def callback(xk):
+        assert_pytree_like_x0(h, xk)
+        seen.append(flat(h, xk))
+
+    res = h.minimize(fun, x0, method=method, callback=callback, **kwargs)
+    assert seen
+    assert len(res.history["fun"]) == len(seen)
+    if method not in NO_NIT | CALLBACKS_NOT_NIT:
+        assert len(seen) == res.nit
+
+
+def test_trust_constr_legacy_callback_with_state(backend):
+    h = backend
+    fun, x0, kwargs = problem(h, "trust-constr")
+    iterations = []
+
+    def callback(xk, state):
+        assert_pytree_like_x0(h, xk)
+        assert_pytree_like_x0(h, state.x)
+        np.testing.assert_array_equal(flat(h, xk), flat(h, state.x))
+        iterations.append(state.nit)
+
+    res = h.minimize(fun, x0, method="trust-constr", callback=callback, **kwargs)
+    assert iterations == list(range(1, res.nit + 1))
+
+
+def test_tnc_legacy_callback(backend):
+    """TNC takes only the old style: callback(xk)."""
+    h = backend
+    fun, x0, kwargs = problem(h, "tnc")
+    seen = []
+    res = h.minimize(fun, x0, method="TNC", callback=lambda xk: seen.append(flat(h, xk)), **kwargs)
+    assert res.success, res.message
+    assert len(seen) == res.nit >= 1
+    np.testing.assert_allclose(flat(h, res.x), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("style", ["new", "legacy"])
+def test_cobyla_callback(backend, style):
+    h = backend
+    fun, x0, kwargs = problem(h, "cobyla")
+    seen = []
+    if style == "new":
+        def callback(intermediate_result):
+            seen.append(flat(h, intermediate_result.x))
+    else:
+        def callback(xk):
+            seen.append(flat(h, xk))
+    res = h.minimize(fun, x0, method="COBYLA", callback=callback, **kwargs)
+    assert len(seen) >= 1
+    assert len(res.history["fun"]) == len(seen)
+    assert res.fun == approx(h, x0, rosen(flat(h, res.x)))
+
+
+# ---- StopIteration -------------------------------------------------------------------
+
+def stop_params(methods):
+    return list(methods)
+
+
+def check_stopped(h, res, seen):
+    assert res.success is False
+    assert "callback" in res.message.lower()
+    assert len(seen) == 1
+    if "nit" in res:
+        assert res.nit <= 2
+    assert_pytree_like_x0(h, res.x)
+    np.testing.assert_array_equal(flat(h, res.x), seen[0])  # x: where the callback stopped it
+
+
+@pytest.mark.parametrize("method", stop_params([m for m in MINIMIZE_METHODS if m in MINIMIZE_METHODS_NEW_CB]))
+def test_stop_iteration_new_style(backend, method):
+    h = backend
+    fun, x0, kwargs = problem(h, method)
+    seen = []
+
+    def callback(intermediate_result):
+        seen.append(flat(h, intermediate_result.x))
+        raise StopIteration
+
+    check_stopped(h, h.minimize(fun, x0, method=method, callback=callback, **kwargs), seen)
+
+
+@pytest.mark.parametrize("method", stop_params(LEGACY_METHODS))
+def test_stop_iteration_legacy_style(backend, method):
+    """Every method, TNC included (SciPy's TNC itself cannot stop on it)."""
+    h = backend
+    fun, x0, kwargs = problem(h, method)
+    seen = []
+
+    def callback(xk):
+        seen.append(flat(h, xk))
+        raise StopIteration
+
+    check_stopped(h, h.minimize(fun, x0, method=method, callback=callback, **kwargs), seen)
+
+
+def test_stop_iteration_trust_constr_legacy(backend):
+    h = backend
+    fun, x0, kwargs = problem(h, "trust-constr")
+    seen = []
+
+    def callback(xk, state):
+        seen.append(flat(h, xk))
+        raise StopIteration
+
+    check_stopped(h, h.minimize(fun, x0, method="trust-constr", callback=callback, **kwargs), seen)
+
+
+def test_stop_iteration_after_a_few_iterations(backend):
+    h = backend
+    fun, x0, kwargs = problem(h, "tnc")
+    seen = []
+
+    def callback(xk):
+        seen.append(flat(h, xk))
+        if len(seen) == 3:
+            raise StopIteration
+
+    res = h.minimize(fun, x0, method="TNC", callback=callback, **kwargs)
+    assert res.success is False and "callback" in res.message.lower()
+    assert res.nit == 3
+    np.testing.assert_array_equal(flat(h, res.x), seen[-1])
+    assert len(res.history["fun"]) == 3
+
+
+# ---- history ---------------------------------------------------------------------------
+
+HISTORY_METHODS = [m for m in MINIMIZE_METHODS if m not in NO_NIT | CALLBACKS_NOT_NIT]
+
+
+@pytest.mark.parametrize("method", HISTORY_METHODS)
+def test_history_one_entry_per_iteration(backend, method):
+    h = backend
+    fun, x0, kwargs = problem(h, method)
+    res = h.minimize(fun, x0, method=method, **kwargs)  # no callback: history is kept anyway
+    assert res.nit >= 1
+    for key, values in res.history.items():
+        assert len(values) == res.nit, key
+    np.testing.assert_array_equal(res.history["nit"], np.arange(1, res.nit + 1))
+    assert np.all(np.diff(res.history["time"]) >= 0)
+    assert np.all(np.diff(res.history["nfev"]) >= 0)
+
+
+@pytest.mark.parametrize("method", ["l-bfgs-b", "bfgs", "trust-exact"])
+def test_history_tracks_the_iterates(backend, method):
+    """The recorded objective is the iterate's: it ends at res.fun and never increases here."""
+    h = backend
+    fun, x0, kwargs = problem(h, method)
+    res = h.minimize(fun, x0, method=method, **kwargs)
+    values = res.history["fun"]
+    assert values[-1] == pytest.approx(res.fun, rel=1e-9, abs=1e-15)
+    assert np.all(np.diff(values) <= 1e-12)
+
+
+@pytest.mark.parametrize("method", ["l-bfgs-b", "bfgs", "trust-exact"])
+def test_history_gradient_norm_with_autodiff(ad_backend, method):
+    h = ad_backend
+    fun, x0, _ = problem(h, method)
+    res = h.minimize(fun, x0, method=method)
+    norms = res.history["grad_norm"]
+    assert np.all(np.isfinite(norms))
+    assert norms[-1] < norms[0]
+
+
+@pytest.mark.parametrize("method", ["l-bfgs-b", "bfgs"])
+def test_history_gradient_norm_with_jac_callable(backend, method):
+    h = backend
+    fun, x0, kwargs = problem(h, method)
+    res = h.minimize(fun, x0, method=method, **kwargs)
+    assert np.all(np.isfinite(res.history["grad_norm"]))
