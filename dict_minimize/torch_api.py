@@ -7,7 +7,7 @@ one copy). float32 travels as float32 and is widened on the host.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,6 +278,8 @@ def parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     >>> bool(torch.allclose(model.weight, res.x["weight"]))
     True
     """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     return {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
 
 
@@ -297,8 +299,14 @@ def load_parameters(module: torch.nn.Module, params: dict[str, torch.Tensor]) ->
     --------
     See :func:`parameters`.
     """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping of parameter names to tensors, got {type(params).__name__}")
     named = dict(module.named_parameters())
     for name, value in params.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"params[{name!r}] must be a torch.Tensor, got {type(value).__name__}")
         if name not in named:
             raise ValueError(f"params has {name!r}, which is not a parameter of the module")
         if tuple(value.shape) != tuple(named[name].shape):

@@ -333,10 +333,16 @@ def _run_stochastic(run, x_start, options, objective, hook, feed, make_args) -> 
         if maxiter is not None:
             opts["maxiter"] = maxiter - hook.nit
         nit_before = hook.nit
+        evaluations_before = objective.n_evaluations
         try:
             res = run(x, opts)
         except Halt as stop:
             res = _halted(stop, objective, hook, x)
+            # SciPy's counts of the interrupted run are lost: count ours.
+            done = objective.n_evaluations - evaluations_before
+            totals["nfev"] += done
+            if objective.has_grad:
+                totals["njev"] += done
             break
         for key in totals:
             totals[key] += int(res.get(key, 0) or 0)

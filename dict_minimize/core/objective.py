@@ -68,6 +68,11 @@ class Objective:
         self.best_x = None
         self.best_f = np.inf
 
+    @property
+    def has_grad(self) -> bool:
+        """Whether each evaluation also computes the gradient."""
+        return self._value_and_grad is not None
+
     def set_args(self, args: tuple) -> None:
         """Swap the extra arguments (a new minibatch); forget every memo."""
         self.args = args
