@@ -58,11 +58,12 @@ class NumpyBackend(Backend):
         return dtypes[0] if all(d == dtypes[0] for d in dtypes) else None
 
     def to_flat(self, leaves: list, layout: Layout) -> np.ndarray:
-        # float64, or complex128 under SciPy's complex-step differences ('cs').
-        dtype = np.result_type(np.float64, *(np.asarray(v).dtype for v in leaves))
         if len(leaves) == 1:
-            return np.array(leaves[0], dtype=dtype, copy=True).reshape(-1)
-        return np.concatenate(leaves, axis=None, dtype=dtype)
+            flat = np.array(leaves[0], copy=True).reshape(-1)
+        else:
+            flat = np.concatenate(leaves, axis=None)  # a new array
+        # float64, or complex128 under SciPy's complex-step differences ('cs').
+        return flat.astype(np.result_type(flat.dtype, np.float64), copy=False)
 
     def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
         if np.iscomplexobj(x):  # SciPy's complex-step differences ('cs'): keep the imaginary part

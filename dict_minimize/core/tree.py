@@ -95,6 +95,8 @@ class Layout:
 
     def split(self, flat: np.ndarray) -> list[np.ndarray]:
         """Views of ``flat`` (shape ``(..., n)``) reshaped to each leaf's shape."""
+        if flat.ndim == 1:  # the hot path: one view per leaf
+            return [flat[o : o + s].reshape(shape) for o, s, shape in zip(self.offsets, self.sizes, self.shapes)]
         lead = flat.shape[:-1]
         return [
             flat[..., o : o + s].reshape(lead + shape)
