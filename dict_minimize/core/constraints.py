@@ -99,7 +99,11 @@ def _translate_one(con, tree_of, backend, layout, is_leaf, index, method):
     if user_jac:
         def new_jac(x):
             return flat_jacobian(backend, layout, cjac(tree_of(x), *cargs), is_leaf)
-    elif cjac in (None, "2-point") and (vj := backend.value_and_jac(cfun, layout)) is not None:
+    elif (
+        cjac in (None, "2-point")
+        and method not in ("cobyla", "cobyqa")  # they use constraint values only
+        and (vj := backend.value_and_jac(cfun, layout)) is not None
+    ):
         autodiff = _JacMemo(vj, cargs)
         value, new_jac = autodiff.fun, autodiff.jac
 

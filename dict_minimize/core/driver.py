@@ -292,9 +292,17 @@ def _autodiff_curvature(backend, fun, layout, objective, meth):
         )
 
     def dense_hessian(x):
-        eye = np.eye(n)
-        h = np.stack([objective.hvp_at(linearize, x, e) for e in eye], axis=1)
-        return 0.5 * (h + h.T)  # symmetric up to rounding; the methods assume it
+        # One (n, n) array, filled a column at a time and symmetrized in
+        # place: peak memory stays at the n * n * 8 bytes checked above.
+        h = np.empty((n, n))
+        e = np.zeros(n)
+        for i in range(n):
+            e[i] = 1.0
+            h[:, i] = objective.hvp_at(linearize, x, e)
+            e[i] = 0.0
+        h += h.T  # symmetric up to rounding; the methods assume it
+        h *= 0.5
+        return h
 
     return dense_hessian, None
 
