@@ -71,9 +71,14 @@ Models
 
 Transfers
     The flat float64 vector SciPy works on crosses to the device once per
-    evaluation (one ``jax.device_put`` of a float32 or float64 host copy)
-    and the gradient comes back once; float32 travels as float32 and is
-    widened on the host.
+    evaluation (a float32 or float64 host array handed to the compiled
+    function, or ``jax.device_put`` to x0's committed device) and the
+    gradient comes back once; float32 travels as float32 and is widened on
+    the host. Turning a flat vector into leaves (``res.x``, ``res.jac``, the
+    ``x`` of callbacks and of ``jac=True`` functions) splits it on the host
+    and copies the leaves over for a layout's first 256 times, then with a
+    compiled split (one copy, split on the device): compiling that costs
+    ~10 ms per leaf once, worth it only for many calls.
 """
 
 from __future__ import annotations
@@ -307,6 +312,14 @@ def _concat(leaves: list, dtype: Any) -> jax.Array:
 _split_jit = jax.jit(_split, static_argnums=(1, 2))
 _concat_jit = jax.jit(_concat, static_argnums=1)
 
+#: ``from_flat`` calls per layout before its split is compiled. Compiling
+#: costs ~10 ms per leaf (one output each: 2 s at 200 leaves), once per
+#: layout; splitting on the host and copying each leaf over costs ~20 us a
+#: leaf more per call: compiling pays off after a few hundred calls (those
+#: of a ``jac=True`` run), not for the result of one run.
+SPLIT_COMPILE_AFTER = 256
+_split_calls: dict = {}  # layout -> from_flat calls so far (cleared when large)
+
 
 @dataclass(frozen=True)
 class _Info:
@@ -431,10 +444,18 @@ class JaxBackend(Backend):
         return _host_float64(params_like)
 
     def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
-        params = self._params(x, layout)
-        if isinstance(params, list):
-            return params
-        return list(_split_jit(params, layout.shapes, layout.dtypes))
+        info: _Info = layout.info
+        if info.shardings is not None:
+            return self._params(x, layout)
+        calls = _split_calls[layout] = _split_calls.get(layout, 0) + 1
+        if len(_split_calls) > 4096:
+            _split_calls.clear()
+        if calls > SPLIT_COMPILE_AFTER:
+            # One host->device copy, split on the device by compiled code.
+            return list(_split_jit(self._params(x, layout), layout.shapes, layout.dtypes))
+        host = np.asarray(x, dtype=np.float64).astype(info.transfer)  # a new array: never aliases x
+        pieces = [piece.astype(dtype, copy=False) for piece, dtype in zip(layout.split(host), layout.dtypes)]
+        return jax.device_put(pieces, info.device)
 
     def to_numpy(self, obj: Any) -> np.ndarray:
         if isinstance(obj, jax.Array):
@@ -629,7 +650,8 @@ minimize.__doc__ = MINIMIZE_DOC.format(
     tensor="jax.Array",
     jac_none=(
         "``None``: value and gradient by ``jax.value_and_grad``, compiled once "
-        "with ``jax.jit`` (``fun`` must be traceable)."
+        "with ``jax.jit`` and reused by later calls with the same ``fun`` and "
+        "layout (``fun`` must be traceable; see the module docstring)."
     ),
     hess_none=(
         "``None``: Hessian-vector products by forward-over-reverse autodiff "

@@ -29,6 +29,20 @@ collected; a callable that cannot be weakly referenced is traced afresh in
 each call) and keeps at most 32 hooks per ``fun`` and 8 traces per kind of
 ``args``, the least recently used dropped first.
 
+The flat parameter buffer is one input of the compiled function. ``args``
+(and, in the stochastic mode, each minibatch) are split into
+
+- tensors and NumPy arrays: inputs of the compiled function (``fun``
+  receives them as ``tf.Tensor``); a new minibatch of the same shape reuses
+  the trace. When a shape changes (a smaller last batch), the differing
+  dimensions are relaxed to ``None`` and the function is traced again, once:
+  write ``tf.shape(X)[0]``, not ``X.shape[0]``, where batch sizes vary;
+- everything else (Python numbers, strings, ``tf.Variable``, a Keras model,
+  functions): baked into the trace, as ``tf.function`` does. Variables are
+  captured by reference, so their current value is read at each call; a
+  Python number that changes value means a new trace. Objects that are not
+  plain Python values (a model, a Variable) are told apart by identity.
+
 Hessian-vector products are forward-over-reverse (``ForwardAccumulator``
 over ``GradientTape``); at one point, every product reuses the device copy of
 x, the converted ``args`` and the compiled function.
@@ -619,6 +633,7 @@ minimize.__doc__ = MINIMIZE_DOC.format(
     tensor="tf.Tensor",
     jac_none=(
         "``None``: the gradient by ``tf.GradientTape`` in a ``tf.function`` traced once "
+        "and reused by later calls with the same ``fun`` and layout "
         "(``fun`` must be traceable; see the module docstring)."
     ),
     hess_none=(

@@ -124,6 +124,105 @@ def test_minibatches_of_one_shape_reuse_the_compiled_function():
     assert abs(float(res.x["m"]) - 3.0) < 1.0
 
 
+def test_compiled_code_is_reused_by_later_calls_with_the_same_layout():
+    fun = Counted(chained_rosenbrock)
+    first = minimize(fun, rosenbrock_x0(20), method="L-BFGS-B")
+    again = minimize(fun, rosenbrock_x0(20), method="L-BFGS-B")
+    assert fun.calls == 1  # traced once for both calls
+    np.testing.assert_array_equal(np.asarray(first.x["tail"]), np.asarray(again.x["tail"]))
+    assert first.nfev == again.nfev
+    minimize(fun, rosenbrock_x0(22), method="L-BFGS-B")  # other shapes: traced again
+    assert fun.calls == 2
+    minimize(fun, {"tail": rosenbrock_x0(20)["tail"], "head": rosenbrock_x0(20)["head"]}, method="L-BFGS-B")
+    assert fun.calls == 3  # same shapes, other key order: another layout
+
+
+def test_static_args_are_part_of_the_cache_key():
+    fun = Counted(lambda x, target: jnp.sum((x["w"] - target) ** 2))
+    for target in (1.0, 2.0, 1.0):
+        res = minimize(fun, {"w": jnp.zeros(3)}, args=(target,), method="L-BFGS-B")
+        np.testing.assert_allclose(np.asarray(res.x["w"]), target, atol=1e-5)
+    assert fun.calls == 2  # 1.0, 2.0; then 1.0 again from the cache
+
+
+def test_bound_methods_share_compiled_code():
+    class Model:
+        def __init__(self):
+            self.calls = 0
+
+        def loss(self, x):
+            self.calls += 1
+            return jnp.sum((x["w"] - 3.0) ** 2)
+
+    model = Model()
+    for _ in range(2):  # `model.loss` is a new bound-method object each time
+        res = minimize(model.loss, {"w": jnp.zeros(2)}, method="L-BFGS-B")
+        np.testing.assert_allclose(np.asarray(res.x["w"]), 3.0, atol=1e-5)
+    assert model.calls == 1
+
+
+def test_the_cache_does_not_keep_fun_alive():
+    import gc
+    import weakref
+
+    from dict_minimize import jax_api
+
+    big = jnp.ones(3)
+
+    def fun(x):
+        return jnp.sum((x["w"] - big) ** 2)
+
+    gc.collect()  # earlier tests' functions that only a collection frees
+    functions_before = len(jax_api._CACHE)
+    for method in ("L-BFGS-B", "Newton-CG", "Nelder-Mead"):
+        minimize(fun, {"w": jnp.zeros(3)}, method=method)
+    assert len(jax_api._CACHE) == functions_before + 1
+    ref = weakref.ref(fun)
+    del fun
+    gc.collect()
+    assert ref() is None
+    assert len(jax_api._CACHE) == functions_before
+
+
+def test_gradient_is_taken_with_respect_to_the_leaves():
+    """No pad of the full buffer per leaf in the compiled gradient (what the flat buffer's slices cost)."""
+    from dict_minimize import jax_api
+
+    def fun(x):
+        return sum(jnp.sum(leaf**2) for leaf in x.values())
+
+    x0 = {f"k{i}": jnp.ones(5) for i in range(4)}
+    layout, x = flat_point(x0)
+    value, grad = BACKEND.value_and_grad(fun, layout)(x, ())
+    assert value == pytest.approx(20.0)
+    np.testing.assert_allclose(grad, 2.0)
+    static = jax_api._partition_args(())[1]
+    compiled = jax_api._CACHE.get(fun, ("value_and_grad", layout, static), make=None)  # already built
+    hlo = compiled.lower(BACKEND._params(x, layout), []).as_text()
+    assert "concatenate" in hlo and "pad" not in hlo
+
+
+def test_gradient_free_methods_use_compiled_value():
+    fun = Counted(chained_rosenbrock)
+    res = minimize(fun, rosenbrock_x0(4), method="Nelder-Mead", options={"maxiter": 200})
+    assert res.nfev > 50
+    assert fun.calls == 1
+
+
+def test_gradient_free_methods_fall_back_to_eager_for_untraceable_fun():
+    traced = []
+
+    def fun(x):
+        traced.append(isinstance(x["w"], jax.core.Tracer))
+        w = np.asarray(x["w"])  # a tracer error under jax.jit
+        return float(np.sum((w - 2.0) ** 2))
+
+    res = minimize(fun, {"w": jnp.zeros(2)}, method="Powell")
+    np.testing.assert_allclose(np.asarray(res.x["w"]), 2.0, atol=1e-4)
+    assert traced[0] and not any(traced[1:])  # one failed trace, then every evaluation eagerly
+    assert len(traced) > 10
+
+
 def test_fun_must_return_a_scalar():
     with pytest.raises(ValueError, match="scalar"):
         minimize(lambda x: x["a"] ** 2, {"a": jnp.ones(3)}, method="L-BFGS-B")
@@ -197,6 +296,22 @@ def test_flat_conversions_round_trip_and_never_alias():
     again = BACKEND.to_flat(leaves, layout)
     again[:] = 7.0
     np.testing.assert_array_equal(np.asarray(leaves[0]), [0.0, 1.0, 2.0])
+
+
+def test_host_split_and_compiled_split_give_the_same_leaves(monkeypatch):
+    from dict_minimize import jax_api
+
+    monkeypatch.setattr(jax_api, "SPLIT_COMPILE_AFTER", 1)  # the first call splits on the host, then compiled
+    x0 = {"a": jnp.zeros((2, 3)), "b": jnp.zeros(2, dtype=jnp.bfloat16), "c": jnp.zeros(())}
+    layout, _ = flat_point(x0)
+    x = np.arange(1.0, 10.0)
+    host_split, compiled_split = BACKEND.from_flat(x, layout), BACKEND.from_flat(x, layout)
+    for one, other, leaf in zip(host_split, compiled_split, x0.values()):
+        assert isinstance(one, jax.Array) and isinstance(other, jax.Array)
+        assert one.shape == other.shape == leaf.shape and one.dtype == other.dtype == leaf.dtype
+        np.testing.assert_array_equal(np.asarray(one, np.float32), np.asarray(other, np.float32))
+    np.testing.assert_array_equal(np.asarray(host_split[0]), [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert float(host_split[2]) == 9.0
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])

@@ -75,6 +75,96 @@ def test_hvp_traced_once_over_newton_cg(monkeypatch):
     np.testing.assert_allclose(res.x["tail"].numpy(), 1.0, atol=1e-6)
 
 
+def test_traces_are_reused_by_later_calls_with_the_same_layout():
+    python_calls = []
+
+    def fun(x, scale, offset):
+        python_calls.append(1)  # runs only while tracing
+        return chained_rosen(x, scale, offset)
+
+    def x0(n=6):
+        return {"head": tf.fill([n], -1.0), "tail": tf.zeros([2, 3], tf.float32)}
+
+    args = (tf.constant(100.0), 0.0)
+    first = minimize(fun, x0(), args=args, method="L-BFGS-B")
+    again = minimize(fun, x0(), args=(tf.constant(100.0), 0.0), method="L-BFGS-B")
+    assert len(python_calls) == 1  # traced once for both calls
+    np.testing.assert_array_equal(first.x["head"].numpy(), again.x["head"].numpy())
+    minimize(fun, x0(7), args=args, method="L-BFGS-B")  # other shapes: traced again
+    assert len(python_calls) == 2
+    minimize(fun, x0(), args=(tf.constant(100.0), 0.5), method="L-BFGS-B")  # other static arg
+    assert len(python_calls) == 3
+    minimize(fun, {"tail": x0()["tail"], "head": x0()["head"]}, args=args, method="L-BFGS-B")
+    assert len(python_calls) == 4  # same shapes, other key order: another layout
+
+
+def test_bound_methods_share_traces():
+    class Model:
+        def __init__(self):
+            self.traces = 0
+
+        def loss(self, x):
+            self.traces += 1
+            return tf.reduce_sum((x["w"] - 3.0) ** 2)
+
+    model = Model()
+    for _ in range(2):  # `model.loss` is a new bound-method object each time
+        res = minimize(model.loss, {"w": tf.zeros([2])}, method="L-BFGS-B")
+        np.testing.assert_allclose(res.x["w"].numpy(), 3.0, atol=1e-5)
+    assert model.traces == 1
+
+
+def test_the_cache_does_not_keep_fun_alive():
+    import gc
+    import weakref
+
+    from dict_minimize import tensorflow_api
+
+    def fun(x):
+        return tf.reduce_sum((x["w"] - 1.0) ** 2)
+
+    gc.collect()  # earlier tests' functions that only a collection frees
+    functions_before = len(tensorflow_api._CACHE)
+    for method in ("L-BFGS-B", "Newton-CG", "Nelder-Mead"):
+        minimize(fun, {"w": tf.zeros([3])}, method=method)
+    assert len(tensorflow_api._CACHE) == functions_before + 1
+    ref = weakref.ref(fun)
+    del fun
+    gc.collect()
+    assert ref() is None
+    assert len(tensorflow_api._CACHE) == functions_before
+
+
+def test_gradient_free_methods_use_a_traced_value(monkeypatch):
+    made = capture(monkeypatch, "value")
+    python_calls = []
+
+    def fun(x):
+        python_calls.append(1)
+        return tf.reduce_sum((x["a"] - 2.0) ** 2) + tf.reduce_sum((x["b"] + 1.0) ** 2)
+
+    res = minimize(fun, {"a": tf.zeros([2]), "b": tf.zeros([3])}, method="Nelder-Mead",
+                   options={"maxiter": 3000, "xatol": 1e-6, "fatol": 1e-10})
+    np.testing.assert_allclose(res.x["a"].numpy(), 2.0, atol=1e-3)
+    assert res.nfev > 50 and len(python_calls) == 1
+    (run,) = made
+    ops = {op.type for op in run.functions[0].get_concrete_function().graph.get_operations()}
+    assert "SplitV" in ops and not ops & {"Reshape", "Cast"}  # 1-d float32 leaves: nothing to reshape or cast
+
+
+def test_gradient_free_methods_fall_back_to_eager_for_untraceable_fun():
+    eager = []
+
+    def fun(x):
+        eager.append(tf.executing_eagerly())
+        return float(np.sum((x["w"].numpy() - 2.0) ** 2))  # .numpy(): impossible in a trace
+
+    res = minimize(fun, {"w": tf.zeros([2])}, method="Powell")
+    np.testing.assert_allclose(res.x["w"].numpy(), 2.0, atol=1e-4)
+    assert not eager[0] and all(eager[1:])  # one failed trace, then every evaluation eagerly
+    assert len(eager) > 10
+
+
 def test_variables_untouched_and_results_are_tensors_with_x0_dtypes():
     x0 = {"a": tf.Variable([0.0, 0.0, 0.0], dtype=tf.float16),
           "b": tf.Variable(np.zeros((2, 2)), dtype=tf.float64)}
@@ -93,8 +183,8 @@ def test_float32_travels_as_float32(monkeypatch):
     buffers = []
     real = _BACKEND._buffer
 
-    def spy(x, info):
-        buffers.append(real(x, info))
+    def spy(x, info, **kwargs):
+        buffers.append(real(x, info, **kwargs))
         return buffers[-1]
 
     monkeypatch.setattr(_BACKEND, "_buffer", spy)
