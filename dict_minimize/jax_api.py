@@ -83,13 +83,10 @@ Transfers
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 import threading
 import warnings
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -104,6 +101,7 @@ from scipy.optimize import OptimizeResult
 from .core import Backend, Layout
 from .core import minimize as _minimize
 from .core.backend import FLOAT_DTYPE_NAMES
+from .core.cache import CompileCache
 from .core.docs import MINIMIZE_DOC
 from .core.tree import NAMESPACE, flatten_with_paths, format_path
 
@@ -210,70 +208,14 @@ def _rebuild_args(dynamic: list, static: tuple) -> tuple:
 #: static args); the least recently used go first.
 MAX_COMPILED_PER_FUNCTION = 32
 
-
-class _CompileCache:
-    """Compiled functions per user function: kept while it lives, never keeping it alive.
-
-    An entry is found by ``fun``'s identity (a bound method by its object and
-    its function: each attribute access makes a new bound method) and a
-    hashable key (hook kind, layout, static args). What ``make`` builds
-    reaches ``fun`` through a weak reference only, so the entries go when
-    ``fun`` (or the bound method's object) is garbage collected, with
-    whatever they hold. A callable that cannot be weakly referenced, or an
-    unhashable key, gets a fresh, uncached build every time.
-    """
-
-    def __init__(self, max_per_function: int):
-        self._max = max_per_function
-        # Reentrant: a weakref callback (``_forget``) may run in this thread
-        # while the lock is held, when a collection starts inside ``get``.
-        self._lock = threading.RLock()
-        self._slots: dict[int, tuple[weakref.ref, OrderedDict]] = {}
-
-    def get(self, fun: Callable, key: Any, make: Callable[[Callable[[], Callable]], Any]) -> Any:
-        """``make(fun_ref)`` for ``(fun, key)``, built once while ``fun`` lives; ``fun_ref()`` is ``fun``."""
-        try:
-            if inspect.ismethod(fun):
-                owner, key, fun_ref = fun.__self__, (fun.__func__, key), weakref.WeakMethod(fun)
-            else:
-                owner, fun_ref = fun, weakref.ref(fun)
-            hash(key)
-        except TypeError:
-            return make(lambda: fun)
-        owner_id = id(owner)
-        with self._lock:
-            slot = self._slots.get(owner_id)
-            if slot is None or slot[0]() is not owner:
-                slot = (weakref.ref(owner, partial(self._forget, owner_id)), OrderedDict())
-                self._slots[owner_id] = slot
-            entries = slot[1]
-            if key in entries:
-                entries.move_to_end(key)
-                return entries[key]
-            built = entries[key] = make(fun_ref)
-            while len(entries) > self._max:
-                entries.popitem(last=False)
-            return built
-
-    def _forget(self, owner_id: int, ref: weakref.ref) -> None:
-        with self._lock:
-            slot = self._slots.get(owner_id)
-            if slot is not None and slot[0] is ref:
-                del self._slots[owner_id]
-
-    def __len__(self) -> int:
-        """How many user functions (or bound methods' objects) have entries."""
-        return len(self._slots)
-
-
-_CACHE = _CompileCache(MAX_COMPILED_PER_FUNCTION)
+_CACHE = CompileCache(MAX_COMPILED_PER_FUNCTION)
 
 
 def _scalar_function(fun_ref: Callable, layout: Layout, static: tuple, floating: bool = True) -> Callable:
     """``scalar(leaves, dynamic)``: ``fun`` on x0's leaves, for tracing.
 
     ``fun_ref()`` is the user's ``fun`` (a weak reference: see
-    :class:`_CompileCache`); ``floating`` requires a real floating value,
+    :class:`~dict_minimize.core.cache.CompileCache`); ``floating`` requires a real floating value,
     which differentiation needs.
     """
 
@@ -478,7 +420,7 @@ class JaxBackend(Backend):
 
         ``make(fun_ref, static)`` builds the compiled code of one hook kind
         for one static part of ``args``; it is cached across calls
-        (:class:`_CompileCache`). The driver passes the same ``args`` tuple
+        (:class:`~dict_minimize.core.cache.CompileCache`). The driver passes the same ``args`` tuple
         until the minibatch changes, so splitting it is done once per tuple.
         """
         last: tuple | None = None  # (args, compiled, dynamic): this call's only

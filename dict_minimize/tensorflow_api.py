@@ -54,14 +54,11 @@ evaluates the model with Keras 3's ``model.stateless_call`` (example there).
 
 from __future__ import annotations
 
-import inspect
 import sys
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -71,6 +68,7 @@ from scipy.optimize import OptimizeResult
 
 from .core import Backend, Layout
 from .core import minimize as _minimize
+from .core.cache import CompileCache
 from .core.docs import MINIMIZE_DOC
 from .core.tree import NAMESPACE
 
@@ -408,63 +406,7 @@ _TRACE_ERRORS = (TypeError, AttributeError, NotImplementedError)
 MAX_HOOKS_PER_FUNCTION = 32
 MAX_TRACES_PER_HOOK = 8
 
-
-class _CompileCache:
-    """Compiled hooks per user function: kept while it lives, never keeping it alive.
-
-    An entry is found by ``fun``'s identity (a bound method by its object and
-    its function: each attribute access makes a new bound method) and a
-    hashable key (hook kind, layout). What ``make`` builds reaches ``fun``
-    through a weak reference only, so the entries go when ``fun`` (or the
-    bound method's object) is garbage collected, with whatever they hold. A
-    callable that cannot be weakly referenced, or an unhashable key, gets a
-    fresh, uncached build every time.
-    """
-
-    def __init__(self, max_per_function: int):
-        self._max = max_per_function
-        # Reentrant: a weakref callback (``_forget``) may run in this thread
-        # while the lock is held, when a collection starts inside ``get``.
-        self._lock = threading.RLock()
-        self._slots: dict[int, tuple[weakref.ref, OrderedDict]] = {}
-
-    def get(self, fun: Callable, key: Any, make: Callable[[Callable[[], Callable]], Any]) -> Any:
-        """``make(fun_ref)`` for ``(fun, key)``, built once while ``fun`` lives; ``fun_ref()`` is ``fun``."""
-        try:
-            if inspect.ismethod(fun):
-                owner, key, fun_ref = fun.__self__, (fun.__func__, key), weakref.WeakMethod(fun)
-            else:
-                owner, fun_ref = fun, weakref.ref(fun)
-            hash(key)
-        except TypeError:
-            return make(lambda: fun)
-        owner_id = id(owner)
-        with self._lock:
-            slot = self._slots.get(owner_id)
-            if slot is None or slot[0]() is not owner:
-                slot = (weakref.ref(owner, partial(self._forget, owner_id)), OrderedDict())
-                self._slots[owner_id] = slot
-            entries = slot[1]
-            if key in entries:
-                entries.move_to_end(key)
-                return entries[key]
-            built = entries[key] = make(fun_ref)
-            while len(entries) > self._max:
-                entries.popitem(last=False)
-            return built
-
-    def _forget(self, owner_id: int, ref: weakref.ref) -> None:
-        with self._lock:
-            slot = self._slots.get(owner_id)
-            if slot is not None and slot[0] is ref:
-                del self._slots[owner_id]
-
-    def __len__(self) -> int:
-        """How many user functions (or bound methods' objects) have entries."""
-        return len(self._slots)
-
-
-_CACHE = _CompileCache(MAX_HOOKS_PER_FUNCTION)
+_CACHE = CompileCache(MAX_HOOKS_PER_FUNCTION)
 
 
 class _Compiled:

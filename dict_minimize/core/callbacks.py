@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import numpy as np
 from scipy.optimize import OptimizeResult
