@@ -96,13 +96,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optree
-from scipy.optimize import OptimizeResult
 
-from .core import Backend, Layout
-from .core import minimize as _minimize
+from .core import Backend, Layout, bind
 from .core.backend import FLOAT_DTYPE_NAMES
 from .core.cache import CompileCache
-from .core.docs import MINIMIZE_DOC
 from .core.tree import NAMESPACE, flatten_with_paths, format_path
 
 __all__ = ["minimize"]
@@ -566,28 +563,9 @@ def _is_float64(leaf: Any) -> bool:
 _BACKEND = JaxBackend()
 
 
-def minimize(
-    fun: Callable,
-    x0: Any,
-    args: tuple = (),
-    method: str | Callable | None = None,
-    jac: Any = None,
-    hess: Any = None,
-    hessp: Callable | None = None,
-    bounds: Any = None,
-    constraints: Any = (),
-    tol: float | None = None,
-    callback: Callable | None = None,
-    options: dict | None = None,
-    **extras: Any,
-) -> OptimizeResult:
-    return _minimize(
-        _BACKEND, fun, x0, args, method, jac, hess, hessp, bounds, constraints,
-        tol, callback, options, **extras,
-    )
-
-
-minimize.__doc__ = MINIMIZE_DOC.format(
+minimize = bind(
+    _BACKEND,
+    __name__,
     tensors="JAX arrays",
     tensor="jax.Array",
     jac_none=(

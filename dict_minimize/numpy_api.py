@@ -8,15 +8,12 @@ differences, as in SciPy.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+
 from typing import Any
 
 import numpy as np
-from scipy.optimize import OptimizeResult
 
-from .core import Backend, Layout
-from .core import minimize as _minimize
-from .core.docs import MINIMIZE_DOC
+from .core import Backend, Layout, bind
 from .core.tree import flatten_with_paths, is_container
 
 __all__ = ["minimize"]
@@ -79,28 +76,9 @@ class NumpyBackend(Backend):
 _BACKEND = NumpyBackend()
 
 
-def minimize(
-    fun: Callable,
-    x0: Any,
-    args: tuple = (),
-    method: str | Callable | None = None,
-    jac: Any = None,
-    hess: Any = None,
-    hessp: Callable | None = None,
-    bounds: Any = None,
-    constraints: Any = (),
-    tol: float | None = None,
-    callback: Callable | None = None,
-    options: dict | None = None,
-    **extras: Any,
-) -> OptimizeResult:
-    return _minimize(
-        _BACKEND, fun, x0, args, method, jac, hess, hessp, bounds, constraints,
-        tol, callback, options, **extras,
-    )
-
-
-minimize.__doc__ = MINIMIZE_DOC.format(
+minimize = bind(
+    _BACKEND,
+    __name__,
     tensors="NumPy arrays",
     tensor="array",
     jac_none="``None``: SciPy's finite differences, as in SciPy.",

@@ -64,12 +64,9 @@ from typing import Any
 import numpy as np
 import optree
 import tensorflow as tf
-from scipy.optimize import OptimizeResult
 
-from .core import Backend, Layout
-from .core import minimize as _minimize
+from .core import Backend, Layout, bind
 from .core.cache import CompileCache
-from .core.docs import MINIMIZE_DOC
 from .core.tree import NAMESPACE
 
 __all__ = ["minimize", "keras_parameters", "load_keras_parameters", "TensorflowBackend"]
@@ -549,28 +546,9 @@ def _relaxed(old: tf.TensorSpec, new: tf.TensorSpec) -> tf.TensorSpec:
 _BACKEND = TensorflowBackend()
 
 
-def minimize(
-    fun: Callable,
-    x0: Any,
-    args: tuple = (),
-    method: str | Callable | None = None,
-    jac: Any = None,
-    hess: Any = None,
-    hessp: Callable | None = None,
-    bounds: Any = None,
-    constraints: Any = (),
-    tol: float | None = None,
-    callback: Callable | None = None,
-    options: dict | None = None,
-    **extras: Any,
-) -> OptimizeResult:
-    return _minimize(
-        _BACKEND, fun, x0, args, method, jac, hess, hessp, bounds, constraints,
-        tol, callback, options, **extras,
-    )
-
-
-minimize.__doc__ = MINIMIZE_DOC.format(
+minimize = bind(
+    _BACKEND,
+    __name__,
     tensors="TensorFlow tensors",
     tensor="tf.Tensor",
     jac_none=(

@@ -13,11 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import OptimizeResult
 
-from .core import Backend, Layout
-from .core import minimize as _minimize
-from .core.docs import MINIMIZE_DOC
+from .core import Backend, Layout, bind
 
 __all__ = ["load_parameters", "minimize", "parameters"]
 
@@ -321,28 +318,9 @@ def load_parameters(module: torch.nn.Module, params: dict[str, torch.Tensor]) ->
 _BACKEND = TorchBackend()
 
 
-def minimize(
-    fun: Callable,
-    x0: Any,
-    args: tuple = (),
-    method: str | Callable | None = None,
-    jac: Any = None,
-    hess: Any = None,
-    hessp: Callable | None = None,
-    bounds: Any = None,
-    constraints: Any = (),
-    tol: float | None = None,
-    callback: Callable | None = None,
-    options: dict | None = None,
-    **extras: Any,
-) -> OptimizeResult:
-    return _minimize(
-        _BACKEND, fun, x0, args, method, jac, hess, hessp, bounds, constraints,
-        tol, callback, options, **extras,
-    )
-
-
-minimize.__doc__ = MINIMIZE_DOC.format(
+minimize = bind(
+    _BACKEND,
+    __name__,
     tensors="PyTorch tensors",
     tensor="torch.Tensor",
     jac_none="``None``: the gradient by autograd, value and gradient in one pass.",

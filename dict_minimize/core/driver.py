@@ -397,3 +397,39 @@ def _finish(res: OptimizeResult, tree_of: Callable, layout: Layout, meth: str, h
         out.success = False
     out.history = {k: np.asarray(v) for k, v in hook.history.items()}
     return out
+
+
+def bind(backend: Backend, module: str, **doc: str) -> Callable[..., OptimizeResult]:
+    """The public ``minimize`` of a backend module: SciPy's signature, the driver bound to ``backend``.
+
+    ``doc`` fills :data:`dict_minimize.core.docs.MINIMIZE_DOC` (``tensors``,
+    ``tensor``, ``jac_none``, ``hess_none``, ``cons_none``, ``example``).
+    """
+    from .docs import MINIMIZE_DOC
+
+    def minimize(
+        fun: Callable,
+        x0: Any,
+        args: tuple = (),
+        method: str | Callable | None = None,
+        jac: Any = None,
+        hess: Any = None,
+        hessp: Callable | None = None,
+        bounds: Any = None,
+        constraints: Any = (),
+        tol: float | None = None,
+        callback: Callable | None = None,
+        options: dict | None = None,
+        **extras: Any,
+    ) -> OptimizeResult:
+        return _driver_minimize(
+            backend, fun, x0, args, method, jac, hess, hessp, bounds, constraints,
+            tol, callback, options, **extras,
+        )
+
+    minimize.__module__ = module
+    minimize.__doc__ = MINIMIZE_DOC.format(**doc)
+    return minimize
+
+
+_driver_minimize = minimize
