@@ -21,7 +21,10 @@ def _imported_after(statement: str) -> set[str]:
 
 
 def test_package_imports_no_framework():
-    assert _imported_after("import dict_minimize, dict_minimize.core, dict_minimize.numpy_api") == set()
+    assert _imported_after(
+        "import dict_minimize, dict_minimize.core, dict_minimize.numpy_api\n"
+        "from dict_minimize import growing_batches"
+    ) == set()
 
 
 @pytest.mark.parametrize("name", [b for b in BACKENDS if b != "numpy"])

@@ -365,3 +365,98 @@ def test_batches_must_be_iterable_and_not_empty(backend):
         backend.minimize(fun, x0(backend), jac=True, method="L-BFGS-B", batches=3, options={"maxiter": 5})
     with pytest.raises(ValueError, match="empty"):
         backend.minimize(fun, x0(backend), jac=True, method="L-BFGS-B", batches=[], options={"maxiter": 5})
+
+
+# ---- growing_batches ---------------------------------------------------------------
+
+
+def _take(n_batches: int, *args, **kwargs) -> list[np.ndarray]:
+    from dict_minimize import growing_batches
+
+    stream = growing_batches(*args, **kwargs)
+    return [next(stream) for _ in range(n_batches)]
+
+
+def test_growing_batches_grow_geometrically_to_the_full_set():
+    batches = _take(8, 100, 10, growth=2.0, seed=0)
+    assert [len(b) for b in batches] == [10, 20, 40, 80, 100, 100, 100, 100]
+    # Once full, every batch is the whole set, in order.
+    np.testing.assert_array_equal(batches[-1], np.arange(100))
+    # 0.4 * 20 = 8 growth steps from 50 reach 400 exactly despite the rounding of 8 ** (1 / 8) ** 8.
+    sizes = [len(b) for b in _take(10, 400, 50, growth=8 ** (1 / 8), seed=0)]
+    assert sizes[8] == 400 and sizes[7] < 400
+
+
+@pytest.mark.parametrize("n, size, overlap", [(100, 10, 0.0), (100, 10, 0.5), (37, 5, 0.3), (10, 9, 0.5)])
+def test_growing_batches_share_the_overlap_and_never_repeat_a_sample_within_a_batch(n, size, overlap):
+    batches = _take(300, n, size, overlap=overlap, seed=1)
+    assert all(len(b) == size and b.dtype == np.int64 for b in batches)
+    assert all(len(np.unique(b)) == size for b in batches)
+    assert all(0 <= b.min() and b.max() < n for b in batches)
+    shared = [len(np.intersect1d(a, b)) for a, b in zip(batches, batches[1:])]
+    expected = size - max(1, int(size * (1 - overlap)))
+    # Exactly the overlap within a pass; across passes (and always when the
+    # batches hold most of the data) two batches may share more.
+    assert min(shared) >= expected
+    if 2 * size <= n:
+        assert np.median(shared) == expected
+
+
+def test_growing_batches_without_overlap_visit_every_sample_once_per_pass():
+    batches = _take(50, 100, 10, seed=2)  # five passes of ten batches
+    counts = np.bincount(np.concatenate(batches), minlength=100)
+    np.testing.assert_array_equal(counts, 5)
+    assert len(np.unique(np.concatenate(batches[:10]))) == 100
+
+
+def test_growing_batches_are_reproducible_from_the_seed():
+    a, b, c = (_take(20, 50, 7, growth=1.1, overlap=0.4, seed=s) for s in (3, 3, 4))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(n=0, start=1), ValueError, "n must be a positive integer"),
+    (dict(n=2.5, start=1), TypeError, "n must be an integer"),
+    (dict(n=10, start=0), ValueError, "start must be a positive integer"),
+    (dict(n=10, start=2, growth=0.9), ValueError, "growth"),
+    (dict(n=10, start=2, growth=float("inf")), ValueError, "growth"),
+    (dict(n=10, start=2, overlap=1.0), ValueError, "overlap"),
+    (dict(n=10, start=2, overlap=-0.1), ValueError, "overlap"),
+])
+def test_growing_batches_reject_bad_arguments_early(kwargs, error, match):
+    from dict_minimize import growing_batches
+
+    with pytest.raises(error, match=match):
+        growing_batches(**kwargs)  # raised at the call, before the first batch
+
+
+def test_the_stochastic_mode_runs_on_growing_batches(backend):
+    from dict_minimize import growing_batches
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(64, N))
+    sizes = []
+
+    def batches():
+        for i in growing_batches(len(data), 4, growth=1.5, overlap=0.5, seed=0):
+            sizes.append(len(i))
+            yield {"c": backend.asarray(data[i].mean(axis=0)), "offset": backend.asarray(0.0)}
+
+    res = backend.minimize(objective_with_gradient(backend), x0(backend), jac=True, method="L-BFGS-B",
+                           batches=batches(), options={"maxiter": 15})
+    assert sizes[:3] == [4, 6, 9] and sizes[-1] == 64
+    # From the eighth batch on the objective is the same each time: x ends at
+    # the data's mean (in float64 the run stops early, having converged there).
+    assert 8 <= res.nit <= 15
+    atol = 1e-4 if rtol(backend) < 1e-6 else 1e-3
+    np.testing.assert_allclose(backend.to_numpy(res.x["x"]), data.mean(axis=0), atol=atol)
+
+
+def test_growing_batches_docstring_example_runs():
+    import doctest
+
+    from dict_minimize.core import stochastic
+
+    result = doctest.testmod(stochastic)
+    assert result.attempted >= 3 and result.failed == 0

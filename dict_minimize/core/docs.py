@@ -37,7 +37,9 @@ callback : callable, optional
 options : dict, optional
     SciPy's options for the method.
 **extras
-    Keyword-only extras: ``batches=`` (stochastic mode), ``epochs=``,
+    Keyword-only extras: ``batches=`` (stochastic mode: any iterable of
+    minibatches; :func:`dict_minimize.growing_batches` makes batches that
+    grow to the full set, which L-BFGS-B needs to converge), ``epochs=``,
     ``max_time=`` (seconds), ``progress=`` (a tqdm bar; True or tqdm
     keyword arguments), ``lb_dict=``/``ub_dict=`` (0.0.x bounds spelling).
     Any other keyword is a ``TypeError``.

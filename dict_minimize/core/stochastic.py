@@ -1,5 +1,6 @@
 """Minibatches for the stochastic mode.
 
+:func:`growing_batches` makes index batches that grow to the full data set.
 A re-iterable source (a list, a DataLoader, a ``tf.data.Dataset``: anything
 for which ``iter(source) is not source``) is iterated again at each epoch;
 a one-shot iterator ends the run when it is exhausted.
@@ -7,8 +8,12 @@ a one-shot iterator ends the run when it is exhausted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import operator
+from collections.abc import Iterable, Iterator
+from numbers import Real
 from typing import Any
+
+import numpy as np
 
 from .objective import Halt
 
@@ -61,3 +66,104 @@ class BatchFeed:
         """Move to the next minibatch (a new epoch when the source runs out)."""
         self.current = self._next()
         return self.current
+
+
+def growing_batches(
+    n: int,
+    start: int,
+    *,
+    growth: float = 1.0,
+    overlap: float = 0.0,
+    seed: int | np.random.Generator | None = None,
+) -> Iterator[np.ndarray]:
+    """Indices of minibatches that grow geometrically to the full data set, for the stochastic mode.
+
+    L-BFGS-B takes unit quasi-Newton steps: on a fixed-size minibatch each
+    step all but solves that minibatch, so the iterates settle where small
+    subsets of the data are fitted, not the whole. Growing the batch
+    geometrically until it is the full set (the hybrid deterministic-stochastic
+    scheme of Friedlander and Schmidt, 2012) keeps the cheap early steps and
+    ends with full-batch convergence. Consecutive batches may share samples
+    (``overlap``): the gradient differences that L-BFGS-B builds its curvature
+    model from then change less from batch to batch (Berahas et al., 2016).
+
+    Parameters
+    ----------
+    n : int
+        Number of samples; indices run over ``range(n)``.
+    start : int
+        Size of the first batch.
+    growth : float
+        Each batch is ``growth`` times the size of the one before (rounded
+        down), up to ``n``; ``1.0`` keeps the size fixed.
+    overlap : float
+        Fraction of each batch, in ``[0, 1)``, that the next one shares: the
+        next batch starts ``(1 - overlap) * size`` samples further along a
+        stream of shuffled passes over the data.
+    seed : int, numpy.random.Generator or None
+        Seeds the shuffles.
+
+    Yields
+    ------
+    numpy.ndarray
+        ``int64`` indices of one batch. Once the size reaches ``n`` every
+        batch is ``arange(n)``. The stream never ends: bound the run with
+        ``options={'maxiter': ...}`` or ``max_time=``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dict_minimize import growing_batches
+    >>> sizes = [len(i) for i, _ in zip(growing_batches(100, 10, growth=2.0, seed=0), range(6))]
+    >>> sizes
+    [10, 20, 40, 80, 100, 100]
+
+    In the stochastic mode, index the data with each batch::
+
+        x, y = ...  # the training set
+        batches = ((x[i], y[i]) for i in growing_batches(len(x), 250, growth=1.007, overlap=0.5))
+        res = minimize(loss, params, method="L-BFGS-B", batches=batches, options={"maxiter": 1000})
+    """
+    n = _positive_int("n", n)
+    start = _positive_int("start", start)
+    if not (isinstance(growth, Real) and 1.0 <= growth < np.inf):
+        raise ValueError(f"growth must be a finite number >= 1, got {growth!r}")
+    if not (isinstance(overlap, Real) and 0.0 <= overlap < 1.0):
+        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
+    return _growing_batches(n, start, float(growth), float(overlap), np.random.default_rng(seed))
+
+
+def _positive_int(name: str, value: Any) -> int:
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
+def _growing_batches(n: int, start: int, growth: float, overlap: float, rng: np.random.Generator):
+    size = float(min(start, n))
+    stream = rng.permutation(n)  # shuffled passes over the data, one after another
+    position = 0
+    while True:
+        b = min(int(size + 1e-9), n)  # start * growth**k, forgiving the product's rounding
+        if b >= n:
+            yield np.arange(n, dtype=np.int64)
+            continue
+        # The first b distinct samples from ``position`` on: a batch that runs
+        # from one pass into the next skips the samples it already holds.
+        length = b
+        while True:
+            if position + length > len(stream):
+                stream = np.concatenate([stream[position:], rng.permutation(n)])
+                position = 0
+            window = stream[position:position + length]
+            _, first = np.unique(window, return_index=True)
+            if len(first) >= b:
+                break
+            length += b - len(first)
+        yield window[np.sort(first)[:b]].astype(np.int64, copy=False)
+        position += max(1, int(b * (1.0 - overlap)))
+        size *= growth
