@@ -47,21 +47,24 @@ def test_mnist1d_torch_every_model_and_method_learns():
     pytest.importorskip("mnist1d")
     import mnist1d_torch
 
-    rows = mnist1d_torch.main(n_train=400, n_test=400, maxiter=20, stochastic_batch=100, verbose=False)
-    assert [(r["model"], r["method"]) for r in rows] == [
-        (m, k) for m in ("mlp", "cnn") for k in ("lbfgs", "stochastic", "adam")
-    ]
+    rows = mnist1d_torch.main(n_train=400, n_test=400, maxiter=20, stochastic_start=50,
+                              stochastic_batch=100, verbose=False)
+    methods = ("lbfgs", "stochastic", "stochastic-fixed", "adam")
+    assert [(r["model"], r["method"]) for r in rows] == [(m, k) for m in ("mlp", "cnn") for k in methods]
     for r in rows:
         assert r["test_accuracy"] > 2 * CHANCE, r
         assert r["framework"] == "torch" and r["wall_time_s"] > 0
     by = {(r["model"], r["method"]): r for r in rows}
     for model in ("mlp", "cnn"):
-        lbfgs, stochastic, adam = (by[model, k] for k in ("lbfgs", "stochastic", "adam"))
-        assert lbfgs["nit"] == stochastic["nit"] == 20
+        lbfgs, growing, fixed, adam = (by[model, k] for k in methods)
+        assert lbfgs["nit"] == growing["nit"] == fixed["nit"] == 20
         assert lbfgs["grad_evals"] >= 20
         assert adam["grad_evals"] == lbfgs["grad_evals"]  # Adam's budget is L-BFGS-B's nfev
         assert lbfgs["passes"] == lbfgs["grad_evals"]  # full batch: one pass per evaluation
-        assert stochastic["passes"] == pytest.approx(stochastic["grad_evals"] * 100 / 400)
+        assert fixed["passes"] == pytest.approx(fixed["grad_evals"] * 100 / 400)
+        # Growing batches: 50 samples at first, the whole 400 from iteration 0.4 * 20 = 8 on.
+        assert growing["first_full_batch"] == 9
+        assert growing["grad_evals"] * 50 / 400 < growing["passes"] < growing["grad_evals"]
 
 
 def test_mnist1d_torch_rejects_unknown_names():
