@@ -186,6 +186,18 @@ def train_lbfgs(model, loss, x, y, maxiter: int) -> dict[str, Any]:
             "message": res.message}
 
 
+def _train_on_batches(model, loss, batches, maxiter: int):
+    """L-BFGS-B in the stochastic mode on ``loss(params, x, y)`` over ``(x, y)`` batches; loads the result."""
+    def batch_loss(params, batch):
+        xb, yb = batch
+        return loss(params, xb, yb)
+
+    res = minimize(batch_loss, parameters(model), method="L-BFGS-B", batches=batches,
+                   options={"maxiter": maxiter})
+    load_parameters(model, res.x)
+    return res
+
+
 def train_stochastic(model, loss, x, y, maxiter: int, start: int, full_at: float, overlap: float,
                      seed: int) -> dict[str, Any]:
     """L-BFGS-B in the stochastic mode over batches growing to the full set; loads the result into ``model``.
@@ -204,13 +216,7 @@ def train_stochastic(model, loss, x, y, maxiter: int, start: int, full_at: float
             sizes.append(len(i))
             yield x[i], y[i]
 
-    def batch_loss(params, batch):
-        xb, yb = batch
-        return loss(params, xb, yb)
-
-    res = minimize(batch_loss, parameters(model), method="L-BFGS-B", batches=batches(),
-                   options={"maxiter": maxiter})
-    load_parameters(model, res.x)
+    res = _train_on_batches(model, loss, batches(), maxiter)
     # Evaluations per iteration times that iteration's batch size, in passes over the data.
     per_iteration = np.diff(np.concatenate([[0], res.history["nfev"]]))
     passes = float(per_iteration @ np.asarray(sizes[:len(per_iteration)], dtype=float))
@@ -232,13 +238,7 @@ def train_stochastic_fixed(model, loss, x, y, maxiter: int, batch_size: int, see
         generator=torch.Generator().manual_seed(seed), drop_last=len(x) >= 2 * batch_size,
     )
 
-    def batch_loss(params, batch):
-        xb, yb = batch
-        return loss(params, xb, yb)
-
-    res = minimize(batch_loss, parameters(model), method="L-BFGS-B", batches=loader,
-                   options={"maxiter": maxiter})
-    load_parameters(model, res.x)
+    res = _train_on_batches(model, loss, loader, maxiter)
     return {
         "grad_evals": int(res.nfev), "nit": int(res.nit), "passes": res.nfev * batch_size / len(x),
         "restarts": int(res.restarts), "epochs": int(res.epochs), "message": res.message,
