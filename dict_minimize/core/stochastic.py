@@ -112,7 +112,6 @@ def growing_batches(
 
     Examples
     --------
-    >>> import numpy as np
     >>> from dict_minimize import growing_batches
     >>> sizes = [len(i) for i, _ in zip(growing_batches(100, 10, growth=2.0, seed=0), range(6))]
     >>> sizes
