@@ -117,7 +117,8 @@ def growing_batches(
     >>> sizes
     [10, 20, 40, 80, 100, 100]
 
-    In the stochastic mode, index the data with each batch::
+    In the stochastic mode, index the data with each batch (``x[i]`` for
+    NumPy, PyTorch and JAX arrays, ``tf.gather(x, i)`` for TensorFlow)::
 
         x, y = ...  # the training set
         batches = ((x[i], y[i]) for i in growing_batches(len(x), 250, growth=1.007, overlap=0.5))
