@@ -7,6 +7,7 @@ stays light and each framework runs in its own worker process.
 from __future__ import annotations
 
 import gc
+import os
 import platform
 import statistics
 import time
@@ -136,3 +137,25 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], right: 
     ]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment variables that cap every framework's thread pools at ``threads`` (0: no cap).
+
+    Each benchmark's workers run with these: on a small shared machine more
+    threads mostly contend.
+
+    Examples
+    --------
+    >>> thread_env(2)["OMP_NUM_THREADS"], thread_env(0)
+    ('2', {})
+    """
+    if threads == 0:
+        return {}
+    t = str(threads)
+    env = {name: t for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+    if threads == 1:
+        xla = os.environ.get("XLA_FLAGS", "")
+        env["XLA_FLAGS"] = f"{xla} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
+    return env

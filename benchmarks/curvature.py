@@ -63,7 +63,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import interleaved, machine, markdown_table, timed  # noqa: E402
+from _common import interleaved, machine, markdown_table, thread_env, timed  # noqa: E402
 
 SECTIONS = ("fd", "logreg", "hvp")
 FRAMEWORKS = ("torch", "jax", "tensorflow")
@@ -534,25 +534,6 @@ def run_hvp(framework: str, quick: bool) -> list[dict]:
 # ---------------------------------------------------------------------------
 # Workers and orchestration
 # ---------------------------------------------------------------------------
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    """Environment variables capping every framework's thread pools (0: no cap).
-
-    Examples
-    --------
-    >>> thread_env(1)["OMP_NUM_THREADS"], thread_env(0)
-    ('1', {})
-    """
-    if threads == 0:
-        return {}
-    t = str(threads)
-    env = {name: t for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
-    if threads == 1:
-        xla = os.environ.get("XLA_FLAGS", "")
-        env["XLA_FLAGS"] = f"{xla} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
-    return env
 
 
 def worker(section: str, framework: str, quick: bool, repeats: int, threads: int, out: Path) -> None:

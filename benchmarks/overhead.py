@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import interleaved, machine, markdown_table, spread  # noqa: E402
+from _common import interleaved, machine, markdown_table, spread, thread_env  # noqa: E402
 
 BACKENDS = ("numpy", "torch", "jax", "tensorflow")
 DTYPES = ("float32", "float64")
@@ -379,25 +379,6 @@ def worker(backend: str, dtype: str, quick: bool, repeats: int, out: Path) -> No
 # ---------------------------------------------------------------------------
 # Orchestrator: workers, summary, table
 # ---------------------------------------------------------------------------
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    """Environment variables that cap every framework's thread pools at ``threads`` (0: no cap).
-
-    Examples
-    --------
-    >>> thread_env(1)["OPENBLAS_NUM_THREADS"], thread_env(0)
-    ('1', {})
-    """
-    if threads == 0:
-        return {}
-    t = str(threads)
-    env = {name: t for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
-    if threads == 1:
-        xla = os.environ.get("XLA_FLAGS", "")
-        env["XLA_FLAGS"] = f"{xla} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
-    return env
 
 
 def run_worker(backend: str, dtype: str, quick: bool, repeats: int, threads: int) -> dict:

@@ -45,7 +45,7 @@ REPO = HERE.parent
 EXAMPLES = REPO / "examples"
 sys.path.insert(0, str(HERE))
 
-from _common import machine, markdown_table  # noqa: E402
+from _common import machine, markdown_table, thread_env  # noqa: E402
 
 FRAMEWORKS = ("torch", "tensorflow", "jax")
 #: The example each framework's worker imports ``main`` from (besides torch's digits example).
@@ -135,25 +135,6 @@ def worker(framework: str, quick: bool, out: Path) -> None:
 # ---------------------------------------------------------------------------
 # Orchestrator
 # ---------------------------------------------------------------------------
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    """Environment variables capping the frameworks' thread pools at ``threads`` (0: no cap).
-
-    Examples
-    --------
-    >>> thread_env(2)["OMP_NUM_THREADS"], thread_env(0)
-    ('2', {})
-    """
-    if threads == 0:
-        return {}
-    t = str(threads)
-    env = {name: t for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
-    if threads == 1:
-        xla = os.environ.get("XLA_FLAGS", "")
-        env["XLA_FLAGS"] = f"{xla} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
-    return env
 
 
 def run_worker(framework: str, quick: bool, threads: int) -> dict:
