@@ -6,14 +6,16 @@ the contract suite in ``test_contract*.py`` then runs on it unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pytest
+from scipy.optimize import OptimizeResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -195,6 +197,45 @@ def backend(request) -> Harness:
 def ad_backend(request) -> Harness:
     """Every installed backend with autodiff (all but NumPy)."""
     return harness(request.param)
+
+
+def float64_scope(h: Harness):
+    """A context in which ``h`` computes in float64 (JAX's x64 mode; a no-op elsewhere)."""
+    if h.name == "jax":
+        import jax
+
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+@pytest.fixture
+def be(backend):
+    """Every backend (NumPy included), in float64."""
+    with float64_scope(backend):
+        yield backend
+
+
+@pytest.fixture
+def ad(ad_backend):
+    """Every autodiff backend, in float64."""
+    with float64_scope(ad_backend):
+        yield ad_backend
+
+
+def capture_scipy_call(monkeypatch) -> dict:
+    """Record what the driver hands ``scipy.optimize.minimize``, without running SciPy."""
+    from dict_minimize.core import driver
+
+    seen = {}
+
+    def spy(fun, x0, **kwargs):
+        seen.update(kwargs, fun=fun, x0=np.array(x0, copy=True))
+        return OptimizeResult(x=np.array(x0, copy=True), fun=0.0, success=False, status=0,
+                              message="captured", nit=0)
+
+    # The driver binds scipy.optimize.minimize once, at import: patch its name.
+    monkeypatch.setattr(driver, "scipy_minimize", spy)
+    return seen
 
 
 def pytest_report_header(config):

@@ -9,16 +9,16 @@ left as it was).
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 
 import numpy as np
 import pytest
 from scipy.optimize import (
-    BFGS, SR1, HessianUpdateStrategy, LinearConstraint, NonlinearConstraint, OptimizeResult,
+    BFGS, SR1, HessianUpdateStrategy, LinearConstraint, NonlinearConstraint,
 )
 
-from dict_minimize.core import driver
+from conftest import capture_scipy_call
+
 from dict_minimize.core.driver import build_layout
 
 CONSTRAINED_METHODS = {
@@ -43,42 +43,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:delta_grad == 0.0:UserWarning")
 
 def backend_impl(h):
     return importlib.import_module(f"dict_minimize.{h.name}_api")._BACKEND
-
-
-def float64_scope(h):
-    if h.name == "jax":
-        import jax
-
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
-
-
-@pytest.fixture
-def be(backend):
-    """Every backend (NumPy included), in float64."""
-    with float64_scope(backend):
-        yield backend
-
-
-@pytest.fixture
-def ad(ad_backend):
-    """Every autodiff backend, in float64."""
-    with float64_scope(ad_backend):
-        yield ad_backend
-
-
-def capture_scipy_call(monkeypatch):
-    """Record what the driver hands ``scipy.optimize.minimize``, without running SciPy."""
-    seen = {}
-
-    def spy(fun, x0, **kwargs):
-        seen.update(kwargs, fun=fun, x0=np.array(x0, copy=True))
-        return OptimizeResult(x=np.array(x0, copy=True), fun=0.0, success=False, status=0,
-                              message="captured", nit=0)
-
-    # The driver binds scipy.optimize.minimize once, at import: patch its name.
-    monkeypatch.setattr(driver, "scipy_minimize", spy)
-    return seen
 
 
 def leaf(h, x, key) -> np.ndarray:

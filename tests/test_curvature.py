@@ -13,12 +13,13 @@ it as it was for the other tests.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 
 import numpy as np
 import pytest
-from scipy.optimize import BFGS, SR1, HessianUpdateStrategy, OptimizeResult
+from scipy.optimize import BFGS, SR1, HessianUpdateStrategy
+
+from conftest import capture_scipy_call
 
 from dict_minimize.core import driver
 from dict_minimize.core.driver import build_layout
@@ -32,36 +33,6 @@ RNG_SEED = 20240607
 def backend_impl(h):
     """The backend object (``_BACKEND``) behind a harness."""
     return importlib.import_module(f"dict_minimize.{h.name}_api")._BACKEND
-
-
-def float64_scope(h):
-    """A context in which the harness makes float64 tensors (JAX: x64 on, only inside)."""
-    if h.name == "jax":
-        import jax
-
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
-
-
-@pytest.fixture
-def ad(ad_backend):
-    """Every autodiff backend, run in float64."""
-    with float64_scope(ad_backend):
-        yield ad_backend
-
-
-def capture_scipy_call(monkeypatch):
-    """Record what the driver hands ``scipy.optimize.minimize``, without running SciPy."""
-    seen = {}
-
-    def spy(fun, x0, **kwargs):
-        seen.update(kwargs, fun=fun, x0=np.array(x0, copy=True))
-        return OptimizeResult(x=np.array(x0, copy=True), fun=0.0, success=False, status=0,
-                              message="captured", nit=0)
-
-    # The driver binds scipy.optimize.minimize once, at import: patch its name.
-    monkeypatch.setattr(driver, "scipy_minimize", spy)
-    return seen
 
 
 class LinearizeSpy:
