@@ -38,9 +38,6 @@ class Backend(abc.ABC):
     autodiff, the derivative hooks.
     """
 
-    #: Short name used in messages and tests.
-    name = "numpy"
-
     # ---- leaves -----------------------------------------------------------
 
     def is_leaf(self, obj: Any) -> bool:

@@ -117,7 +117,7 @@ class IterationHook:
         obj = self.objective
         fun = state.get("fun") if state is not None else None
         if fun is None and obj is not None:
-            fun = obj._f
+            fun = obj.last_value
         grad = None
         if state is not None:
             grad = state.get("grad", state.get("jac"))
@@ -126,7 +126,7 @@ class IterationHook:
         if grad is None and obj is not None:
             # The last gradient evaluated: for line-search methods that is
             # the accepted iterate's.
-            grad = obj._g
+            grad = obj.last_grad
         gnorm = float(np.linalg.norm(grad)) if grad is not None else np.nan
         h = self.history
         h["nit"].append(self.nit)
