@@ -31,6 +31,14 @@ Linearize = Callable[[np.ndarray, tuple], Callable[[np.ndarray], np.ndarray]]
 ValueAndJac = Callable[[np.ndarray, tuple], "tuple[np.ndarray, np.ndarray]"]
 
 
+class NotScalarError(ValueError, TypeError):
+    """The objective returned more than one value.
+
+    SciPy raises ``ValueError`` for this in most methods and COBYQA raises
+    ``TypeError``: this is both, so drop-in users catch what they caught.
+    """
+
+
 class Backend(abc.ABC):
     """Base class of the framework backends; the defaults are NumPy's.
 
@@ -78,7 +86,7 @@ class Backend(abc.ABC):
         """The objective's value as a Python float; ``ValueError`` if not one element."""
         arr = self.to_numpy(value)
         if arr.size != 1:
-            raise ValueError(
+            raise NotScalarError(
                 "The user-provided objective function must return a scalar value. "
                 f"fun returned shape {tuple(arr.shape)}; it must be a float or a tensor with one element."
             )

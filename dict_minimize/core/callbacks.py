@@ -35,9 +35,20 @@ def callback_style(callback: Callable | None, method: str) -> str | None:
         params = set()
     if params == _NEW_STYLE:
         return "new"
-    if method == "trust-constr":
+    if method == "trust-constr" and _takes_two_positional(callback):
         return "trust-constr"
     return "legacy"
+
+
+def _takes_two_positional(callback: Callable) -> bool:
+    """Whether ``callback(xk, state)`` binds (SciPy's trust-constr style), else ``callback(xk)``."""
+    try:
+        inspect.signature(callback).bind(None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (some builtins): SciPy's style
+        return True
+    return True
 
 
 class IterationHook:
@@ -153,7 +164,8 @@ class IterationHook:
         elif self.style == "trust-constr":
             res = OptimizeResult(state)
             res.x = x_tree
-            self.user(x_tree, res)
+            if self.user(x_tree, res) is True:  # SciPy stops trust-constr on a True return
+                raise StopIteration
         else:
             self.user(x_tree)
 
