@@ -282,7 +282,8 @@ def _leaves(backend: Backend, tree: Any, layout: Layout, what: str) -> list:
     return leaves
 
 
-def _normalize(d: np.ndarray, x: np.ndarray, layout: Layout, normalization: str | None, biases: str) -> np.ndarray:
+def _normalize(d: np.ndarray, x: np.ndarray, layout: Layout, normalization: str | None, biases: str,
+               filter_axis: int) -> np.ndarray:
     """One flat direction scaled as Li et al. (2018) do ('filter') or to ``||x||`` ('global')."""
     if normalization is None:
         return d
@@ -292,11 +293,12 @@ def _normalize(d: np.ndarray, x: np.ndarray, layout: Layout, normalization: str 
     out = np.zeros_like(d)
     for dp, xp, op, shape in zip(layout.split(d), layout.split(x), layout.split(out), layout.shapes):
         if len(shape) >= 2:
-            # Each filter (slice along axis 0) gets the norm of the parameter's filter.
-            dn = np.linalg.norm(dp.reshape(shape[0], -1), axis=1)
-            xn = np.linalg.norm(xp.reshape(shape[0], -1), axis=1)
+            # Each filter (slice along filter_axis) gets the norm of the parameter's filter.
+            dv, xv, ov = (np.moveaxis(a, filter_axis, 0) for a in (dp, xp, op))
+            dn = np.linalg.norm(dv.reshape(dv.shape[0], -1), axis=1)
+            xn = np.linalg.norm(xv.reshape(xv.shape[0], -1), axis=1)
             scale = np.divide(xn, dn, out=np.zeros_like(xn), where=dn > 0)
-            op[...] = dp * scale.reshape((-1,) + (1,) * (len(shape) - 1))
+            ov[...] = dv * scale.reshape((-1,) + (1,) * (len(shape) - 1))
         elif biases == "scale":
             # A bias vector as one whole (never element by element, which
             # would make every entry a "filter" of norm |b_i|).
@@ -329,6 +331,7 @@ def loss_landscape(
     seed: Any = 0,
     *,
     biases: str = "zero",
+    filter_axis: int = 0,
     progress: bool | None = None,
 ) -> Landscape:
     """Evaluate ``fun`` on a grid of random directions around ``x`` (Li et al., 2018).
@@ -358,8 +361,9 @@ def loss_landscape(
     normalization : {'filter', 'global', None}
         How each direction is scaled to ``x``:
         ``'filter'`` (Li et al.): for leaves of 2 or more dimensions, each
-        filter (slice along axis 0: an output row of a weight matrix, an
-        output channel of a kernel) gets the norm of that filter of ``x``;
+        filter (slice along ``filter_axis``: an output row of a PyTorch
+        weight matrix, an output channel of a PyTorch kernel) gets the norm
+        of that filter of ``x``;
         leaves of 0 or 1 dimension (biases, scalars) follow ``biases``.
         ``'global'``: the whole direction scaled to ``||x||`` (FluxOptTools).
         ``None``: as drawn (or given).
@@ -371,6 +375,10 @@ def loss_landscape(
         al.'s default, the plot shows the weights' landscape) or ``'scale'``:
         the leaf's direction as one vector scaled to the leaf's norm (never
         element by element, as if each bias entry were a filter).
+    filter_axis : int
+        The axis that indexes filters: 0 for PyTorch's ``(out, in, ...)``
+        weights, -1 for the ``(in, out)`` matrices and ``(..., in, out)``
+        kernels of Keras, Flax and most JAX code.
     progress : bool, optional
         A tqdm progress bar; by default shown for grids of at least
         :data:`PROGRESS_MIN_POINTS` points.
@@ -408,6 +416,8 @@ def loss_landscape(
         raise ValueError(f"points must be an int >= 2, got {points!r}")
     if not (isinstance(span, (int, float, np.floating)) and np.isfinite(span) and span > 0):
         raise ValueError(f"span must be a positive number, got {span!r}")
+    if not isinstance(filter_axis, (int, np.integer)) or isinstance(filter_axis, bool):
+        raise TypeError(f"filter_axis must be an int, got {filter_axis!r}")
     if not isinstance(args, tuple):
         args = (args,)
     from .core.driver import EagerValue, build_layout
@@ -415,7 +425,7 @@ def loss_landscape(
     backend = backend_for(x)
     layout, leaves = build_layout(backend, backend.prepare_x0(x))
     x_flat = backend.to_flat(leaves, layout)
-    flat_dirs = [_normalize(d, x_flat, layout, normalization, biases)
+    flat_dirs = [_normalize(d, x_flat, layout, normalization, biases, filter_axis)
                  for d in _directions(directions, backend, layout, x_flat, seed)]
     for i, d in enumerate(flat_dirs):
         if not np.any(d):

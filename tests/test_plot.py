@@ -170,6 +170,18 @@ def test_filter_normalization_gives_each_filter_the_parameters_norm():
         np.testing.assert_allclose(_flat_norms(d, "conv"), _flat_norms(x, "conv"), rtol=1e-12)
 
 
+def test_filter_axis_picks_the_axis_that_indexes_filters():
+    rng = np.random.default_rng(4)
+    x = {"dense": rng.normal(size=(6, 3)), "kernel": rng.normal(size=(2, 2, 3, 4))}  # (in, out), HWIO
+    (d,) = loss_landscape(quadratic_any, x, directions=1, points=3, filter_axis=-1).directions
+    for key in x:
+        last = [np.linalg.norm(a[..., j]) for a in (d[key], x[key]) for j in range(x[key].shape[-1])]
+        half = len(last) // 2
+        np.testing.assert_allclose(last[:half], last[half:], rtol=1e-12)
+    with pytest.raises(TypeError, match="filter_axis must be an int"):
+        loss_landscape(quadratic_any, x, filter_axis=None)
+
+
 def quadratic_any(p):
     return float(sum(np.sum(np.asarray(v) ** 2) for v in p.values()))
 
