@@ -28,7 +28,9 @@ import numpy as np
 from .core.backend import Backend
 from .core.tree import Layout, flatten_with_paths
 
-__all__ = ["HistoryPlot", "Landscape", "LandscapePlot", "loss_landscape", "plot_history", "plot_landscape"]
+__all__ = [
+    "HistoryPlot", "Landscape", "LandscapePlot", "backend_for", "loss_landscape", "plot_history", "plot_landscape",
+]
 
 #: ``x=`` of :func:`plot_history` -> the history key that holds it.
 X_KEYS = {"iteration": "nit", "time": "time", "nfev": "nfev"}
@@ -469,6 +471,15 @@ def _progress_bar(progress: bool | None, total: int):
     return tqdm(total=total, unit="pt", desc="loss landscape", leave=False)
 
 
+def _log_values(z: np.ndarray) -> tuple[np.ndarray, str]:
+    """log10 of the values, shifted first when some are <= 0 (by a thousandth of their range)."""
+    low, high = np.nanmin(z), np.nanmax(z)
+    if low > 0:
+        return np.log10(z), "log10(objective)"
+    shift = (high - low) * 1e-3 or 1.0
+    return np.log10(z - low + shift), f"log10(objective - min + {shift:.3g})"
+
+
 class LandscapePlot(NamedTuple):
     """What :func:`plot_landscape` drew.
 
@@ -506,7 +517,8 @@ def plot_landscape(grid: Landscape, path: Sequence[Any] | None = None, ax: Any =
     levels : int
         Contour levels (two directions).
     logz : bool
-        Contour ``log10(values - min + 1e-12)``, or a log vertical axis for one
+        Contour ``log10(values)`` (of ``values - min`` plus a thousandth of
+        their range when some are ``<= 0``), or a log vertical axis for one
         direction: loss surfaces often span orders of magnitude.
 
     Returns
@@ -542,12 +554,12 @@ def plot_landscape(grid: Landscape, path: Sequence[Any] | None = None, ax: Any =
             (path_line,) = ax.plot(coords[:, 0], np.zeros(len(coords)), "|", color="C3", markersize=12,
                                    transform=ax.get_xaxis_transform(), label="path")
         return LandscapePlot(figure, ax, surface, path_line)
-    z = grid.values.T  # rows: betas (vertical), columns: alphas (horizontal)
+    z, label = grid.values.T, "objective"  # rows: betas (vertical), columns: alphas (horizontal)
     if logz:
-        z = np.log10(z - np.nanmin(z) + 1e-12)
+        z, label = _log_values(z)
     surface = ax.contourf(grid.alphas, grid.betas, z, levels=levels, cmap="viridis")
     ax.contour(grid.alphas, grid.betas, z, levels=levels, colors="k", linewidths=0.3, alpha=0.5)
-    figure.colorbar(surface, ax=ax, label="log10(objective - min)" if logz else "objective")
+    figure.colorbar(surface, ax=ax, label=label)
     ax.plot([0.0], [0.0], marker="*", color="w", markeredgecolor="k", markersize=12, linestyle="")
     ax.set_ylabel("direction 2 (β)")
     if coords is not None:
