@@ -33,3 +33,27 @@ def test_gallery_pictures_are_small():
     assert pictures, "docs/gallery/ has no picture"
     for picture in pictures:
         assert picture.stat().st_size < 300 * 1024, f"{picture.name} is {picture.stat().st_size // 1024} KB"
+
+
+def _conf(monkeypatch, root: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_conf", DOCS / "conf.py")
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    monkeypatch.setattr(conf, "HERE", root)
+    return conf
+
+
+def test_gallery_lists_the_pictures_other_scripts_wrote(monkeypatch, tmp_path):
+    (tmp_path / "gallery").mkdir()
+    conf = _conf(monkeypatch, tmp_path)
+    (tmp_path / "gallery" / conf.GALLERY_OWN[0]).write_bytes(b"png")
+    assert conf._other_pictures() == ""  # only the page's own pictures: no extra section
+    (tmp_path / "gallery" / "adversarial_pairs.png").write_bytes(b"png")
+    (tmp_path / "gallery" / "texture-bounded.png").write_bytes(b"png")
+    section = conf._other_pictures()
+    assert "gallery/adversarial_pairs.png" in section and "gallery/texture-bounded.png" in section
+    assert conf.GALLERY_OWN[0] not in section
+    assert section.index("adversarial_pairs") < section.index("texture-bounded")
+    assert "\nadversarial pairs\n" in section  # the caption, from the file name

@@ -261,6 +261,27 @@ def test_plot_landscape_contour_and_path():
     assert levels[0] <= grid.values.min() and levels[-1] >= grid.values.max() and len(levels) > 10
 
 
+def test_plot_landscape_log_contours():
+    x = {"w": np.ones((2, 3))}
+    grid = loss_landscape(quadratic_any, x, points=5)
+    drawn = plot_landscape(grid, logz=True)  # positive values: log10 of them
+    levels = drawn.surface.levels
+    assert levels[0] <= np.log10(grid.values.min()) and levels[-1] >= np.log10(grid.values.max())
+    shifted = loss_landscape(lambda p: quadratic_any(p) - 10.0, x, points=5)  # some values < 0
+    levels = plot_landscape(shifted, logz=True).surface.levels
+    span = shifted.values.max() - shifted.values.min()
+    assert levels[0] <= np.log10(1e-3 * span) and levels[-1] >= np.log10(span * 1.001)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import dict_minimize.plot
+
+    result = doctest.testmod(dict_minimize.plot)
+    assert result.attempted > 10 and result.failed == 0
+
+
 def test_plot_landscape_line_for_one_direction():
     x = {"w": np.ones((2, 3))}
     grid = loss_landscape(quadratic_any, x, directions=1, points=7)
