@@ -260,8 +260,8 @@ def backend_for(tree: Any) -> Backend:
     Examples
     --------
     >>> import numpy as np
-    >>> backend_for({"w": np.zeros(2)}).name
-    'numpy'
+    >>> type(backend_for({"w": np.zeros(2)})).__name__
+    'NumpyBackend'
     """
     _, leaves, _ = flatten_with_paths(tree)
     module = "numpy_api"
