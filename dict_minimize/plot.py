@@ -115,9 +115,9 @@ def plot_history(
     Parameters
     ----------
     results : OptimizeResult or sequence of OptimizeResult
-        Results with a ``history`` mapping of equal-length arrays, as every
-        dict_minimize entry point returns (any object with such a
-        ``history`` attribute works, e.g. one you fill for a torch.optim loop).
+        Results with a ``history`` mapping of equal-length arrays, as
+        ``minimize`` returns them (any object with such a ``history``
+        attribute works, e.g. one you fill for a torch.optim loop).
     x : {'iteration', 'time', 'nfev'}
         The horizontal axis: ``history['nit']``, ``history['time']``
         (seconds since the start) or ``history['nfev']`` (objective evaluations).
