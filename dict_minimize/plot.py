@@ -29,7 +29,8 @@ from .core.backend import Backend
 from .core.tree import Layout, flatten_with_paths
 
 __all__ = [
-    "HistoryPlot", "Landscape", "LandscapePlot", "backend_for", "loss_landscape", "plot_history", "plot_landscape",
+    "HistoryPlot", "Landscape", "LandscapePlot", "backend_for", "loss_landscape", "plot_history",
+    "plot_landscape",
 ]
 
 #: ``x=`` of :func:`plot_history` -> the history key that holds it.
@@ -312,7 +313,9 @@ def _normalize(d: np.ndarray, x: np.ndarray, layout: Layout, normalization: str 
 def _directions(directions: Any, backend: Backend, layout: Layout, x: np.ndarray, seed: Any) -> list:
     if isinstance(directions, (int, np.integer)) and not isinstance(directions, bool):
         if directions not in (1, 2):
-            raise ValueError(f"directions must be 1 or 2 (or a list of 1 or 2 pytrees like x), got {directions}")
+            raise ValueError(
+                f"directions must be 1 or 2 (or a list of 1 or 2 pytrees like x), got {directions}"
+            )
         rng = np.random.default_rng(seed)
         return [rng.standard_normal(layout.n) for _ in range(int(directions))]
     given = list(directions) if isinstance(directions, (list, tuple)) else None

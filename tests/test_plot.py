@@ -117,7 +117,8 @@ def test_landscape_values_are_direct_evaluations(be):
     grid = loss_landscape(fun, x, args=(2.0,), points=5, span=0.7, biases="scale")
     assert grid.values.shape == (5, 5) and grid.betas is not None
     for d in grid.directions:  # pytrees like x, in the backend's own tensors
-        assert set(d) == set(x) and all(be.is_native(d[k]) and tuple(d[k].shape) == tuple(x[k].shape) for k in x)
+        assert set(d) == set(x)
+        assert all(be.is_native(d[k]) and tuple(d[k].shape) == tuple(x[k].shape) for k in x)
     for i, j in [(0, 0), (1, 3), (4, 2), (4, 4)]:
         point = _shifted(be, x, grid.directions, (grid.alphas[i], grid.betas[j]))
         assert grid.values[i, j] == pytest.approx(float(be.to_numpy(fun(point, 2.0))), rel=1e-12)
@@ -253,7 +254,8 @@ def test_landscape_bad_arguments():
 def test_plot_landscape_contour_and_path():
     x = {"w": np.ones((2, 3))}
     grid = loss_landscape(quadratic_any, x, points=5)
-    path = [{"w": x["w"] + a * grid.directions[0]["w"] - a * grid.directions[1]["w"]} for a in (0.8, 0.4, 0.0)]
+    d1, d2 = grid.directions[0]["w"], grid.directions[1]["w"]
+    path = [{"w": x["w"] + a * d1 - a * d2} for a in (0.8, 0.4, 0.0)]
     drawn = plot_landscape(grid, path=path)
     np.testing.assert_allclose(drawn.path.get_xydata(), grid.project(path), atol=1e-12)
     np.testing.assert_allclose(drawn.path.get_xydata(), [[0.8, -0.8], [0.4, -0.4], [0.0, 0.0]], atol=1e-12)
