@@ -46,6 +46,11 @@ class Backend(abc.ABC):
     autodiff, the derivative hooks.
     """
 
+    #: A drop-in for SciPy with a flat 1-d x0: results keep SciPy's meaning
+    #: exactly where dict_minimize would otherwise improve on them (a run
+    #: ending on NaN keeps ``fun=nan`` and adds ``best_x``/``best_fun``).
+    scipy_dropin = False
+
     # ---- leaves -----------------------------------------------------------
 
     def is_leaf(self, obj: Any) -> bool:

@@ -100,6 +100,7 @@ def minimize(
     scipy_hess, scipy_hessp = _curvature(problem, fun, jac, hess, hessp, objective, meth)
     scipy_jac = _finite_difference_steps(problem, jac, scipy_jac, meth, options, value, objective)
 
+    grad_key = "grad" if meth == "trust-constr" else "jac"
     hook = problem.hook(meth, callback, objective, progress=progress, deadline=objective.deadline,
                         feed=feed, make_args=make_args, total=options.get("maxiter"))
     scipy_callback = hook.scipy_callback(_legacy_callback(meth, scipy_bounds))
@@ -117,9 +118,18 @@ def minimize(
             res = _run_once(run, problem.x_start, options, objective, hook)
         else:
             res = _run_stochastic(run, problem.x_start, options, objective, hook, feed, make_args)
+    except KeyboardInterrupt:
+        res = _stopped_at_best(INTERRUPTED, objective, hook, problem.x_start, grad_key)
+    except Exception as err:
+        # The user's own exception, unchanged, with the work done attached.
+        best = _stopped_at_best(f"Stopped: {type(err).__name__} raised.", objective, hook,
+                                problem.x_start, grad_key)
+        _attach(err, _finish(problem, best, meth, hook))
+        raise
     finally:
         hook.close()
-    return _finish(problem, res, meth, hook)
+    scipy_semantics = backend.scipy_dropin and problem.is_flat
+    return _finish(problem, _best_if_not_finite(res, objective, grad_key, scipy_semantics), meth, hook)
 
 
 def _batch_feed(batches: Any, epochs: int | None, max_time: Any, options: dict) -> BatchFeed | None:
@@ -269,6 +279,68 @@ def _autodiff_curvature(backend, fun, layout, objective, meth):
         return h
 
     return dense_hessian, None
+
+
+INTERRUPTED = "Stopped: interrupted (KeyboardInterrupt); x is the best point evaluated."
+
+
+def _best_point(objective: Objective, hook: IterationHook, x_start: np.ndarray) -> tuple[np.ndarray, float]:
+    """The best finite point evaluated, else the last iterate (or x0), without evaluating anything."""
+    if objective.best_x is not None:
+        return objective.best_x, objective.best_f
+    x = next(v for v in (hook.last_x, objective.last_x, x_start) if v is not None)
+    return x, np.nan
+
+
+def _stopped_at_best(message: str, objective: Objective, hook: IterationHook,
+                     x_start: np.ndarray, grad_key: str) -> OptimizeResult:
+    """The result of a run cut short by an interrupt or an exception: the best point so far."""
+    x, f = _best_point(objective, hook, x_start)
+    res = OptimizeResult(x=x, fun=f, success=False, status=99, message=message,
+                         nit=hook.nit, nfev=objective.n_evaluations)
+    g = objective.last_grad_at(x)
+    if g is not None:
+        res[grad_key] = g
+    return res
+
+
+def _attach(err: BaseException, best: OptimizeResult) -> None:
+    """Hang the best point on the user's exception as ``err.best_result``."""
+    try:
+        err.best_result = best
+    except (AttributeError, TypeError):  # an exception type that takes no attributes
+        return
+    if hasattr(err, "add_note"):  # Python 3.11+
+        err.add_note(f"dict_minimize: the best point evaluated (fun={best.fun}) is in `err.best_result`.")
+
+
+def _best_if_not_finite(res: OptimizeResult, objective: Objective, grad_key: str,
+                        scipy_semantics: bool) -> OptimizeResult:
+    """A run that ended where the objective is NaN or +inf returns the best finite point instead.
+
+    ``-inf`` is a minimum, not a fault. With ``scipy_semantics`` (numpy_api's
+    flat ndarray x0, where SciPy's own tests check ``fun`` is NaN) SciPy's
+    result stays as it is and the best point comes as ``best_x``/``best_fun``.
+    """
+    f = res.get("fun")
+    if objective.best_x is None or f is None or np.size(f) != 1:
+        return res
+    f_real = float(np.real(np.asarray(f)).reshape(()))
+    if not (np.isnan(f_real) or f_real == np.inf):
+        return res
+    out = OptimizeResult(res)
+    if scipy_semantics:
+        out.best_x, out.best_fun = objective.best_x, objective.best_f
+        return out
+    out.x, out.fun, out.success = objective.best_x, objective.best_f, False
+    out.message = (f"{res.get('message', '')} The objective at SciPy's last point was {f}: "
+                   "x is the best finite point evaluated.").strip()
+    g = objective.last_grad_at(out.x)
+    if g is not None:
+        out[grad_key] = g
+    else:
+        out.pop(grad_key, None)
+    return out
 
 
 def _halted(stop: Halt, objective: Objective, hook: IterationHook, x_start: np.ndarray) -> OptimizeResult:

@@ -2,7 +2,7 @@
 
 SciPy asks for ``fun(x)`` and then ``jac(x)`` at the same ``x``; the memo
 answers both from one value-and-gradient pass. It also counts evaluations,
-keeps the best point when a time limit may need it, and forgets everything
+keeps the best finite point evaluated (for time limits and faults), and forgets everything
 when the stochastic mode swaps in a new batch.
 """
 
@@ -64,7 +64,9 @@ class Objective:
         self._g = None
         self._lin_x = None
         self._lin = None
-        # Only kept when a time limit may need it: copying x costs O(n).
+        # The best finite point so far, kept so that no fault loses it. With
+        # gradients it is a reference to the memo's copy of x; values alone
+        # copy x only when it improves.
         self.best_x = None
         self.best_f = np.inf
 
@@ -103,7 +105,7 @@ class Objective:
     def _remember(self, x: np.ndarray, f: float, g) -> None:
         self._x = np.array(x, dtype=np.float64, copy=True)
         self._f, self._g = f, g
-        if self.deadline is not None and f < self.best_f:
+        if -np.inf < f < self.best_f:  # finite and better (False for NaN)
             self.best_f, self.best_x = f, self._x
 
     def _same_point(self, x: np.ndarray) -> bool:
@@ -121,8 +123,9 @@ class Objective:
             self.n_evaluations += 1
             f = self._value(x, self.args)
             self._f = f
-            if self.deadline is not None and np.real(f) < self.best_f:
-                self.best_f, self.best_x = f, np.array(x, dtype=np.float64, copy=True)
+            f_real = np.real(f)  # complex under SciPy's complex-step differences
+            if -np.inf < f_real < self.best_f:  # finite and better (False for NaN)
+                self.best_f, self.best_x = float(f_real), np.array(np.real(x), dtype=np.float64, copy=True)
             return f
         if self._same_point(x):
             return self._f

@@ -162,6 +162,8 @@ class Problem:
         if "x" not in res:  # a custom method may return anything
             return out
         out.x = self.tree_of(np.asarray(res.x, dtype=np.float64).reshape(-1))
+        if "best_x" in res:  # see the driver's _best_if_not_finite
+            out.best_x = self.tree_of(np.asarray(res.best_x, dtype=np.float64).reshape(-1))
         g = res.get(grad_key) if grad_key is not None else None
         if g is not None and np.size(g) == self.n:
             out[grad_key] = self.tree_of(np.asarray(g, dtype=np.float64).reshape(-1))
