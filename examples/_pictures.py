@@ -94,18 +94,22 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str, s
     return _save(fig, path)
 
 
-def curves(histories: dict[str, Sequence[float]], path: str, title: str, ylabel: str = "objective",
-           log: bool = False) -> str:
-    """Objective against gradient evaluations, one line per method."""
+def curves(panels: dict[str, dict[str, Sequence[float]]], path: str, ylabel: str = "objective",
+           log: bool = False, suptitle: str = "") -> str:
+    """Objective against gradient evaluations: one panel per title, one line per method."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.8, 3.2))
-    for name, h in histories.items():
-        ax.plot(np.arange(1, len(h) + 1), h, label=name, lw=1.2)
-    ax.set_xlabel("gradient evaluations")
-    ax.set_ylabel(ylabel)
-    if log:
-        ax.set_yscale("log")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.0), squeeze=False)
+    for ax, (title, histories) in zip(axes.flat, panels.items()):
+        for name, h in histories.items():
+            ax.plot(np.arange(1, len(h) + 1), h, label=name, lw=1.2)
+        ax.set_xlabel("gradient evaluations")
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
     return _save(fig, path)
