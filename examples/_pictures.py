@@ -22,8 +22,8 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str) -> str:
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+def _save(fig, path: str, dpi: int = DPI) -> str:
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     _plt().close(fig)
     return path
 
@@ -71,13 +71,14 @@ def linf_pair(x, y, lb: dict, pgd: dict, pred_lb, pred_pgd, eps: float, path: st
 
 
 def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str, suptitle: str = "",
-               ncols: int | None = None, cmap: str = "gray") -> str:
+               ncols: int | None = None, cmap: str = "gray", scale: float = 1.0, dpi: int = DPI) -> str:
     """Images in a grid; 2-D arrays as ``cmap`` in [0, 1], (3, H, W) arrays as RGB."""
     plt = _plt()
     n = len(images)
     ncols = ncols or n
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * scale * ncols, 1.8 * scale * nrows),
+                             squeeze=False)
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
         ax.axis("off")
@@ -91,7 +92,7 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str, s
         ax.axis("on")
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    return _save(fig, path)
+    return _save(fig, path, dpi)
 
 
 def curves(panels: dict[str, dict[str, Sequence[float]]], path: str, ylabel: str = "objective",

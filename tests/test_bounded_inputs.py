@@ -77,3 +77,59 @@ def test_attacks_stay_in_their_boxes_and_reach_their_targets(framework):
         assert lb["median_linf"] <= 0.2 + 1e-12
         if row["loss"] == "margin":  # the table: at least as strong as PGD at eps 0.2
             assert lb["success_rate"] >= pgd["success_rate"], row
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_visualization_stays_in_the_box_and_lbfgsb_is_not_beaten(framework):
+    import visualize
+
+    with x64(framework):
+        result = visualize.run(framework, budget=30, n_units=3)
+    methods = result["methods"]
+    assert set(methods) == {"lbfgsb"} | {f"adam lr={lr}" for lr in visualize.ADAM_LRS} | {
+        f"normalized lr={lr}" for lr in visualize.NORMALIZED_LRS}
+    evals = methods["lbfgsb"]["evals"]
+    for name, s in methods.items():
+        assert s["violation"] == 0.0, name
+        assert s["evals"] == evals, name  # equal gradient evaluations, counted
+        assert 0.0 <= s["mean_at_bound"] <= 1.0
+    lb = methods["lbfgsb"]["mean_objective"]
+    best = max(methods[result["best_lr"][m]]["mean_objective"] for m in ("adam", "normalized"))
+    # The table: L-BFGS-B's mean J is at least the best tuned baseline's, less 1 %.
+    assert lb >= best - 0.01 * abs(best), methods
+
+
+def test_texture_and_dream_stay_in_their_boxes():
+    import texture
+
+    result = texture.run(size=32, budget=60, dream_budget=10)
+    methods = result["methods"]
+    for name, s in methods.items():
+        assert s["violation"] == 0.0, name
+        assert s["evals"] == methods["lbfgsb"]["evals"] >= 60, name
+    best_adam = methods[result["best_adam"]]["loss"]
+    # The table (pixel-scaled loss): L-BFGS-B ends below the best Adam.
+    assert methods["lbfgsb"]["loss"] < best_adam, methods
+    dream = result["dream"]
+    assert dream["violation"] == 0.0 and dream["mean_square_after"] > 1.5 * dream["mean_square_before"]
+
+
+def test_pictures_are_written_and_not_blank(tmp_path):
+    import matplotlib.image as mpimg
+
+    import adversarial
+    import texture
+    import visualize
+
+    adversarial.run("torch", n=8, rounds=2, maxiter=50, budget=5, epsilons=(0.1,), losses=("margin",),
+                    out=str(tmp_path))
+    visualize.run("torch", budget=10, n_units=2, out=str(tmp_path))
+    texture.run(size=16, budget=10, dream_budget=3, out=str(tmp_path))
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert names == sorted(["adversarial_szegedy_torch.png", "adversarial_linf_torch.png", "visualize_torch.png",
+                            "visualize_curves_torch.png", "texture.png", "texture_curves.png", "deep_dream.png"])
+    for name in names:
+        img = mpimg.imread(tmp_path / name)
+        assert img.shape[0] > 100 and img.shape[1] > 100, name
+        assert img[..., :3].std() > 0.05, name  # not one flat colour
+        assert (tmp_path / name).stat().st_size < 300_000, name
