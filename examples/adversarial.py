@@ -171,7 +171,8 @@ def linf_pgd(att: Attacks, x: np.ndarray, y: np.ndarray, eps: float, steps: int,
     lo, hi = linf_box(x, eps)
     att.recorder.reset(lo, hi)
     yt = att.ops.tensor(_onehot(y))
-    xa, wall = _bounded.timed(lambda: _bounded.pgd_linf(att._vg, x, lo, hi, eps, steps, args=(yt,), seed=seed))
+    xa, wall = _bounded.timed(
+        lambda: _bounded.pgd_linf(att._vg, x, lo, hi, eps, steps, args=(yt,), seed=seed))
     return _linf_report(att, x, y, xa, wall)
 
 
@@ -236,7 +237,8 @@ def print_table(result: dict[str, Any]) -> None:
     for row in result["linf"]:
         for m in ("lbfgsb", "pgd"):
             r = row[m]
-            print(f"{row['loss']:<7} {row['eps']:<5} {m:<9} {r['success_rate']:.3f}    {r['median_l2']:.3f}      "
+            print(f"{row['loss']:<7} {row['eps']:<5} {m:<9} {r['success_rate']:.3f}    "
+                  f"{r['median_l2']:.3f}      "
                   f"{r['evals']:<5}  {r['wall_s']:.2f}")
 
 

@@ -197,7 +197,8 @@ def run(size: int = 128, budget: int = 200, dream_budget: int = 30, out: str | N
         after = float((feats.features(torch.as_tensor(dream["x"]))[1] ** 2).mean())
     at_box = np.isclose(dream["x"], lo) | np.isclose(dream["x"], hi)
     result = {
-        "size": size, "budget": budget, "start": start, "loss_scale": loss_scale, "methods": summary, "best_adam": best_adam,
+        "size": size, "budget": budget, "start": start, "loss_scale": loss_scale, "methods": summary,
+        "best_adam": best_adam,
         "dream": {"mean_square_before": before, "mean_square_after": after, "evals": dream["evals"],
                   "wall_s": dream["wall_s"], "violation": dream["violation"], "eps": DREAM_EPS,
                   "at_bound": float(at_box.mean())},
@@ -221,7 +222,8 @@ def run(size: int = 128, budget: int = 200, dream_budget: int = 30, out: str | N
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print(f"texture {result['size']}x{result['size']}, start {result['start']}, loss scale {result['loss_scale']}; best Adam: {result['best_adam']}")
+    print(f"texture {result['size']}x{result['size']}, start {result['start']}, "
+          f"loss scale {result['loss_scale']}; best Adam: {result['best_adam']}")
     print("method          loss      at bound  evals  wall s")
     for m, s in result["methods"].items():
         print(f"{m:<15} {s['loss']:.4g}   {s['at_bound']:.3f}     {s['evals']:<5}  {s['wall_s']:.1f}")
@@ -240,7 +242,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="directory for the PNGs")
     parser.add_argument("--json", default=None, help="write the summary here")
     args = parser.parse_args()
-    result = run(args.size, args.budget, args.dream_budget, args.out, start=args.start, loss_scale=args.loss_scale)
+    result = run(args.size, args.budget, args.dream_budget, args.out, start=args.start,
+                 loss_scale=args.loss_scale)
     print_table(result)
     if args.json:
         with open(args.json, "w") as f:

@@ -64,7 +64,8 @@ class Visualization:
         """
         ops = self.ops
         _, h2 = ops.features(x)
-        unit = ops.sum(w_class * ops.logits(x), axis=1) + ops.sum(w_channel * ops.mean(h2, axis=(2, 3)), axis=1)
+        unit = (ops.sum(w_class * ops.logits(x), axis=1)
+                + ops.sum(w_channel * ops.mean(h2, axis=(2, 3)), axis=1))
         dx, dy = x[:, 1:, :] - x[:, :-1, :], x[:, :, 1:] - x[:, :, :-1]
         tv = ops.sum(dx**2, axis=(1, 2)) + ops.sum(dy**2, axis=(1, 2))
         return unit - penalty[0] * ops.sum(x**2, axis=(1, 2)) - penalty[1] * tv
@@ -169,7 +170,8 @@ def print_table(result: dict[str, Any]) -> None:
           f"best lr: {result['best_lr']}")
     print("method               mean J    at bound  evals  wall s")
     for m, s in result["methods"].items():
-        print(f"{m:<20} {s['mean_objective']:8.3f}  {s['mean_at_bound']:.3f}     {s['evals']:<5}  {s['wall_s']:.2f}")
+        print(f"{m:<20} {s['mean_objective']:8.3f}  {s['mean_at_bound']:.3f}     {s['evals']:<5}  "
+              f"{s['wall_s']:.2f}")
 
 
 def main() -> None:

@@ -121,15 +121,31 @@ def test_pictures_are_written_and_not_blank(tmp_path):
     import texture
     import visualize
 
-    adversarial.run("torch", n=8, rounds=2, maxiter=50, budget=5, epsilons=(0.1,), losses=("margin",),
-                    out=str(tmp_path))
-    visualize.run("torch", budget=10, n_units=2, out=str(tmp_path))
-    texture.run(size=16, budget=10, dream_budget=3, out=str(tmp_path))
+    result = {
+        "framework": "torch",
+        "adversarial": adversarial.run("torch", n=8, rounds=2, maxiter=50, budget=5, epsilons=(0.1,),
+                                       losses=("margin",), out=str(tmp_path)),
+        "visualize": visualize.run("torch", budget=10, n_units=2, out=str(tmp_path)),
+        "texture": [texture.run(size=16, budget=10, dream_budget=3, out=str(tmp_path))],
+    }
     names = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert names == sorted(["adversarial_szegedy_torch.png", "adversarial_linf_torch.png", "visualize_torch.png",
-                            "visualize_curves_torch.png", "texture.png", "texture_curves.png", "deep_dream.png"])
+    assert names == sorted(["adversarial_szegedy_torch.png", "adversarial_linf_torch.png",
+                            "visualize_torch.png", "visualize_curves_torch.png", "texture.png",
+                            "texture_curves.png", "deep_dream.png"])
     for name in names:
         img = mpimg.imread(tmp_path / name)
         assert img.shape[0] > 100 and img.shape[1] > 100, name
         assert img[..., :3].std() > 0.05, name  # not one flat colour
         assert (tmp_path / name).stat().st_size < 300_000, name
+
+    # The benchmark's table is built from these same summaries.
+    script = EXAMPLES.parent / "benchmarks" / "bounded_inputs.py"
+    spec = importlib.util.spec_from_file_location("bounded_inputs_bench", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.rows_of(result)
+    tasks = [r["task"] for r in rows]
+    assert tasks[0].startswith("targeted minimal attack") and len(rows) == 1 + 2 + 3 + 2 + 1
+    assert all(r["evals"] > 0 and r["wall_s"] >= 0 for r in rows)
+    table = bench.markdown(rows).splitlines()
+    assert len(table) == 2 + len(rows) and table[2].count("|") == 8
