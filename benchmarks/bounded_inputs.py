@@ -117,7 +117,7 @@ def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
                          ad["wall_s"]))
     if result.get("texture"):
         d = result["texture"][0]["dream"]
-        rows.append(_row(f"bounded deep dream, |x - photo| <= {d['eps']}", "L-BFGS-B", fw,
+        rows.append(_row(f"bounded deep dream, photo +- {d['eps']}", "L-BFGS-B", fw,
                          f"feature mean square {d['mean_square_before']:.3g} -> {d['mean_square_after']:.3g}",
                          d["evals"], d["wall_s"], f"{d['at_bound']:.2f} of pixels at a bound"))
     return rows
@@ -138,13 +138,48 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def compact_markdown(rows: list[dict[str, Any]]) -> str:
+    """One line per task and method, the frameworks side by side (the README's table).
+
+    A quality, count or note that differs between frameworks is listed per
+    framework (``torch / jax / tensorflow``); wall times always are.
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["method"]), []).append(r)
+    fws = [fw for fw in FRAMEWORKS if any(r["framework"] == fw for r in rows)]
+    lines = [f"| task | method | quality | gradient evaluations | wall (s), {' / '.join(fws)} | vs baseline |",
+             "|---|---|---|--:|--:|---|"]
+
+    def cell(group, key):
+        values = [str(r[key]) for r in group]
+        return values[0] if len(set(values)) == 1 else " / ".join(values)
+
+    for (task, method), group in groups.items():
+        group = sorted(group, key=lambda r: FRAMEWORKS.index(r["framework"]))
+        walls = " / ".join(str(r["wall_s"]) for r in group)
+        lines.append(f"| {task} | {method} | {cell(group, 'quality')} | {cell(group, 'evals')} | {walls} | "
+                     f"{cell(group, 'note')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
     parser.add_argument("--quick", action="store_true", help="reduced sizes")
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument("--from-json", help="rebuild the rows of an earlier run's JSON from its raw results, "
+                        "write them back and print the tables")
     args = parser.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        saved["rows"] = rows = [row for res in saved["raw"] for row in rows_of(res)]
+        with open(args.from_json, "w") as f:
+            json.dump(saved, f, indent=1)
+        print(compact_markdown(rows) + "\n\n" + markdown(rows))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.quick)))
         return
@@ -171,7 +206,7 @@ def main() -> None:
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump({"meta": meta, "rows": rows, "raw": results}, f, indent=1)
-    print(markdown(rows))
+    print(compact_markdown(rows) + "\n\n" + markdown(rows))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def _save(fig, path: str, dpi: int = DPI) -> str:
 def adversarial_grid(x: np.ndarray, y: np.ndarray, sz: dict, pred: np.ndarray, path: str, k: int = 8) -> str:
     """Original / perturbation / adversarial for the first ``k`` images, with labels."""
     plt = _plt()
-    fig, axes = plt.subplots(3, k, figsize=(1.3 * k, 4.4))
+    fig, axes = plt.subplots(3, k, figsize=(1.3 * k, 5.0))
     for j in range(k):
         delta = sz["x_adv"][j] - x[j]
         m = max(np.abs(delta).max(), 1e-12)
@@ -55,7 +55,7 @@ def adversarial_grid(x: np.ndarray, y: np.ndarray, sz: dict, pred: np.ndarray, p
 def linf_pair(x, y, lb: dict, pgd: dict, pred_lb, pred_pgd, eps: float, path: str, k: int = 8) -> str:
     """Original, L-BFGS-B and PGD adversarials at one eps, with predicted labels."""
     plt = _plt()
-    fig, axes = plt.subplots(3, k, figsize=(1.3 * k, 4.4))
+    fig, axes = plt.subplots(3, k, figsize=(1.3 * k, 5.0))
     rows = [(x, [f"label {v}" for v in y[:k]], "original"),
             (lb["x_adv"], [f"pred {v}" for v in pred_lb[:k]], "L-BFGS-B"),
             (pgd["x_adv"], [f"pred {v}" for v in pred_pgd[:k]], "PGD")]
