@@ -39,7 +39,7 @@ evaluations, every pixel kept within ``DREAM_EPS`` of the photo and in
 [0, 1] (``bounds={"x": (max(0, p - eps), min(1, p + eps))}``).
 
 ``--size 64`` runs everything on the crop downsampled to 64x64 (about 12 s
-of CPU, against about 25 s at 128); ``--out DIR`` writes the PNGs. Run
+of CPU; 128x128 takes about 30 s); ``--out DIR`` writes the PNGs. Run
 ``python examples/texture.py --out /tmp/texture``.
 """
 
