@@ -80,15 +80,17 @@ class Recorder:
 
 
 class Ops:
-    """Tensor operations of one framework, as the examples' objectives use them."""
+    """Tensor operations of one framework, as the examples' objectives use them.
+
+    The examples' objectives are methods of one long-lived object holding an
+    ``Ops``, so JAX and TensorFlow compile each once (dict_minimize caches
+    compiled code on the function's identity).
+    """
 
     name: str
 
     def __init__(self, weights: dict[str, np.ndarray]):
         self.weights = weights
-
-    # The objectives below are methods of one long-lived object, so each
-    # framework compiles them once (dict_minimize caches on the function).
 
 
 class TorchOps(Ops):
