@@ -24,8 +24,9 @@ Both minimize the loss times ``loss_scale``: ``"pixels"`` (the default)
 multiplies it by the number of pixels (3 x size x size), ``"none"`` leaves
 it as it is. Adam does not care (its steps are invariant to the objective's
 scale, up to its eps); L-BFGS-B does. Early on the loss is concave along
-the way (the features must gain energy to match the Gram matrices), SciPy's
-L-BFGS-B skips those curvature pairs, and with no pair its Hessian model is
+the way (the features must gain energy to match the Gram matrices; at 64x64
+``s'y < 0`` at each of the first 14 iterations), SciPy's L-BFGS-B skips
+those curvature pairs, and with no pair its Hessian model is
 the identity, so its steps are the raw gradient: with the loss unscaled the
 gradient is so small that after 200 evaluations the 128x128 loss was still
 2.12, where Adam (lr 1.0) reached 2.1e-5; scaled by the pixels, L-BFGS-B
