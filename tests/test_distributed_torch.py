@@ -195,3 +195,43 @@ def test_nccl_one_process_group_on_gpu(tmp_path):  # pragma: no cover - no GPU i
     done = subprocess.run([sys.executable, str(script), str(store.port)], env=env, timeout=120,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_example_on_two_processes_matches_one_process():
+    """examples/distributed_torch.py as torchrun starts it (env:// variables), at reduced size."""
+    import socket
+
+    with socket.socket() as s:  # rank 0's store binds this port itself
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script, argv = ROOT / "examples" / "distributed_torch.py", ["--samples", "4000", "--features", "20"]
+    procs = []
+    for r in range(SIZE):
+        env = dict(os.environ, OMP_NUM_THREADS="1", RANK=str(r), WORLD_SIZE=str(SIZE), LOCAL_RANK=str(r),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                   PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        if os.path.exists("/sys/class/net/lo"):
+            env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        procs.append(subprocess.Popen([sys.executable, str(script), *argv], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    logs = []
+    try:
+        logs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs), logs
+    printed = dict(item.split("=") for item in logs[0].strip().splitlines()[-1].split(", "))
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import distributed_torch as example
+
+        one = example.main(argv)
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    assert printed["processes"] == "2" and one["processes"] == 1
+    assert int(printed["nit"]) == one["nit"] and int(printed["nfev"]) == one["nfev"]
+    assert float(printed["fun"]) == pytest.approx(one["fun"], rel=1e-5)  # printed to 6 digits
+    assert float(printed["accuracy"]) == one["accuracy"] > 0.85
+    assert printed["bytes_per_evaluation"] == str(8 * (20 + 1 + 3))
