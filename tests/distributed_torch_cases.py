@@ -103,6 +103,21 @@ def run_case(case: str, X, y, rank: int, distributed) -> dict:
     if case == "drift":  # a rank-local option: the iterates part after a few steps
         opts = {"maxcor": 2 if rank == 1 else 10}
         return minimize(loss, x0, args=(X, y), method="L-BFGS-B", options=opts, **kw)
+    if case == "stochastic":  # each rank's minibatch k; the reference's is every rank's k-th, joined
+        def batches_of(Xs, ys):
+            idx = np.array_split(np.arange(len(ys)), 3)
+            return [(Xs[i], ys[i]) for i in idx]
+
+        if distributed is None:
+            per_rank = [batches_of(*_tensors(*problems.shard(r, 2))) for r in range(2)]
+            batches = [tuple(torch.cat(parts) for parts in zip(*ks)) for ks in zip(*per_rank)]
+        else:
+            batches = batches_of(X, y)
+
+        def batch_loss(x, batch):
+            return loss(x, *batch)
+
+        return minimize(batch_loss, x0, method="L-BFGS-B", batches=batches, options={"maxiter": 6}, **kw)
     if case == "max_time":
         return minimize(loss, x0, args=(X, y), method="L-BFGS-B", max_time=1e-9, **kw)
     raise ValueError(f"unknown case {case!r}")

@@ -32,7 +32,8 @@ from dict_minimize.torch_api import minimize  # noqa: E402
 SIZE = 2
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-COMPARED = ["lbfgsb", "jac_true", "jac_callable", "trust_krylov", "slsqp", "nelder_mead", "callback_stop"]
+COMPARED = ["lbfgsb", "jac_true", "jac_callable", "trust_krylov", "slsqp", "nelder_mead", "callback_stop",
+            "stochastic"]
 FAULTS = ["raise_rank1", "callback_raise", "bad_x0", "drift", "max_time"]
 
 

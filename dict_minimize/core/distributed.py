@@ -51,7 +51,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy.optimize import OptimizeResult
+from scipy.optimize import HessianUpdateStrategy, OptimizeResult
 
 from .backend import Backend
 from .callbacks import callback_style
@@ -461,7 +461,7 @@ def _wrap_eager(dist: DistributedBackend, layout, fun: Callable, jac: Any, hess:
                                   n, dist.last_hash, "hessp")
 
     new_hess = hess
-    if callable(hess) and not hasattr(hess, "update"):  # a HessianUpdateStrategy passes through
+    if callable(hess) and not isinstance(hess, HessianUpdateStrategy):  # a strategy passes through
         def new_hess(tree, *args):
             def compute():
                 h = hess(tree, *args)
