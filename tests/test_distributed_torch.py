@@ -236,3 +236,22 @@ def test_example_on_two_processes_matches_one_process():
     assert float(printed["fun"]) == pytest.approx(one["fun"], rel=1e-5)  # printed to 6 digits
     assert float(printed["accuracy"]) == one["accuracy"] > 0.85
     assert printed["bytes_per_evaluation"] == str(8 * (20 + 1 + 3))
+
+
+def test_benchmark_quick_run_compares_equal_work(tmp_path):
+    """benchmarks/distributed.py --quick: every side did the same evaluations (no timing asserted)."""
+    import json
+
+    out = tmp_path / "distributed.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "distributed.py"), "--quick", "--repeats", "1",
+                           "--guard-sizes", "51", "--json", str(out)],
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    p1, p2 = report["rows"]
+    assert p1["nfev"] == p2["nfev"] == p1["by_hand_nfev"] == p2["by_hand_nfev"] > 10
+    assert p2["bytes_per_eval"] == 8 * (report["features"] + 1 + 3)
+    run = report["raw"]["2"]["runs"][0]
+    assert run["allreduce_calls"] == run["nfev"] + 2  # handshake, one per evaluation, the result
+    assert "| 2 | " in done.stdout and "drift guard" in done.stdout
