@@ -577,7 +577,8 @@ class JaxCommunicator(Communicator):
             raise TypeError(
                 f"distributed must be None or True with JAX (all processes), got {type(distributed).__name__}"
             )
-        if not jax.distributed.is_initialized():
+        initialized = getattr(jax.distributed, "is_initialized", lambda: jax.process_count() > 1)
+        if not initialized():
             raise RuntimeError("distributed=True needs jax.distributed.initialize(...) first")
         from jax.experimental import multihost_utils
 

@@ -87,6 +87,8 @@ def run_case(case: str, X, y, rank: int, distributed) -> dict:
             return vg(x, X, y)
 
         return minimize(flaky, x0, args=(X, y), method="L-BFGS-B", jac=True, **kw)
+    if case == "max_time":
+        return minimize(loss, x0, args=(X, y), method="L-BFGS-B", max_time=1e-9, **kw)
     if case == "bad_x0":
         return minimize(loss, x0, args=(X, y), method="L-BFGS-B", **kw)
     if case == "drift":

@@ -103,6 +103,30 @@ def run_case(case: str, X, y, rank: int, distributed) -> dict:
     if case == "drift":  # a rank-local option: the iterates part after a few steps
         opts = {"maxcor": 2 if rank == 1 else 10}
         return minimize(loss, x0, args=(X, y), method="L-BFGS-B", options=opts, **kw)
+    if case == "fd_2point":  # SciPy's finite differences: each value summed in its own all-reduce
+        return minimize(loss, x0, args=(X, y), method="L-BFGS-B", jac="2-point", **kw)
+    if case == "hessp_user":
+        def hessp(x, p, X, y):
+            x = {k: v.detach().requires_grad_() for k, v in x.items()}
+            g = torch.autograd.grad(loss(x, X, y), [x["w"], x["b"]], create_graph=True)
+            hv = torch.autograd.grad(g, [x["w"], x["b"]], grad_outputs=[p["w"], p["b"]])
+            return {"w": hv[0], "b": hv[1]}
+
+        return minimize(loss, x0, args=(X, y), method="Newton-CG", hessp=hessp, **kw)
+    if case == "trust_constr":  # constraint Jacobian and Hessian by autodiff: rank 0's
+        con = {"type": "ineq", "fun": lambda x: 0.25 - (x["w"] ** 2).sum()}
+        return minimize(loss, x0, args=(X, y), method="trust-constr", constraints=[con],
+                        options={"maxiter": 40}, **kw)
+    if case == "rank1_dies":  # no exception to share: the others fail on gloo's lost connection
+        calls = []
+
+        def dies(x, X, y):
+            calls.append(1)
+            if rank == 1 and len(calls) == 3:
+                os._exit(3)
+            return loss(x, X, y)
+
+        return minimize(dies, x0, args=(X, y), method="L-BFGS-B", **kw)
     if case == "stochastic":  # each rank's minibatch k; the reference's is every rank's k-th, joined
         def batches_of(Xs, ys):
             idx = np.array_split(np.arange(len(ys)), 3)
@@ -136,12 +160,12 @@ def summary(res) -> dict:
 def main(argv: list[str]) -> None:
     rank, size, port, out = int(argv[0]), int(argv[1]), int(argv[2]), argv[3]
     cases = argv[4:]
+    timeout = timedelta(seconds=5 if "rank1_dies" in cases else TIMEOUT_S)
     if "GLOO_SOCKET_IFNAME" not in os.environ and os.path.exists("/sys/class/net/lo"):
         os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's own sockets on 127.0.0.1 too
     store = torch.distributed.TCPStore("127.0.0.1", port, size, is_master=False,
-                                       timeout=timedelta(seconds=TIMEOUT_S))
-    torch.distributed.init_process_group("gloo", store=store, rank=rank, world_size=size,
-                                         timeout=timedelta(seconds=TIMEOUT_S))
+                                       timeout=timeout)
+    torch.distributed.init_process_group("gloo", store=store, rank=rank, world_size=size, timeout=timeout)
     X, y = problems.shard(rank, size)
     results = {}
     for case in cases:

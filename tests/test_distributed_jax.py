@@ -31,7 +31,7 @@ SIZE = 2
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 COMPARED = ["lbfgsb", "jac_true", "trust_krylov", "slsqp", "nelder_mead", "callback_stop"]
-FAULTS = ["trace_error_rank1", "raise_rank1", "bad_x0", "drift"]
+FAULTS = ["trace_error_rank1", "raise_rank1", "bad_x0", "drift", "max_time"]
 
 
 def _env(**extra: str) -> dict:
@@ -151,3 +151,10 @@ def test_sharded_data_over_two_devices_works_unchanged(sharded):
         assert got["nit"] == ref["nit"] and got["nfev"] == ref["nfev"]
         np.testing.assert_allclose(got["x"], ref["x"], rtol=0, atol=1e-10)
         assert got["success"]
+
+
+def test_max_time_is_rank0s_decision(ranks):
+    r0, r1 = (_ok(r, "max_time") for r in ranks)
+    assert "time limit" in r0["message"] and not r0["success"]
+    assert r0["x"].tobytes() == r1["x"].tobytes() and r0["fun"] == r1["fun"]
+    np.testing.assert_array_equal(r0["x"], np.zeros(problems.N_FEATURES + 1))  # x0: the only point evaluated

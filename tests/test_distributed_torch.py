@@ -33,12 +33,12 @@ SIZE = 2
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 COMPARED = ["lbfgsb", "jac_true", "jac_callable", "trust_krylov", "slsqp", "nelder_mead", "callback_stop",
-            "stochastic"]
+            "stochastic", "fd_2point", "hessp_user", "trust_constr"]
 FAULTS = ["raise_rank1", "callback_raise", "bad_x0", "drift", "max_time"]
 
 
-def launch(case_names: list[str], tmp: Path, size: int = SIZE) -> list[dict]:
-    """Run the cases on ``size`` worker processes; each rank's results."""
+def launch(case_names: list[str], tmp: Path, size: int = SIZE, returncodes: tuple = (0, 0)) -> list:
+    """Run the cases on ``size`` worker processes; each rank's results (None where it wrote none)."""
     store = dist.TCPStore("127.0.0.1", 0, size + 1, is_master=True, wait_for_workers=False,
                           timeout=timedelta(seconds=60))
     env = dict(os.environ, OMP_NUM_THREADS="1",
@@ -59,11 +59,14 @@ def launch(case_names: list[str], tmp: Path, size: int = SIZE) -> list[dict]:
             if p.poll() is None:
                 p.kill()
     for r, (p, log) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, f"rank {r} exited with {p.returncode}:\n{log}"
+        assert p.returncode == returncodes[r], f"rank {r} exited with {p.returncode}:\n{log}"
     results = []
     for out in outs:
-        with open(out, "rb") as f:
-            results.append(pickle.load(f))
+        if out.exists():
+            with open(out, "rb") as f:
+                results.append(pickle.load(f))
+        else:
+            results.append(None)
     return results
 
 
@@ -98,7 +101,10 @@ def test_same_as_one_process_on_all_the_data(ranks, case):
     got, ref = _ok(ranks[0], case), reference(case)
     assert got["nit"] == ref["nit"]
     assert got["nfev"] == ref["nfev"]
-    np.testing.assert_allclose(got["x"], ref["x"], rtol=0, atol=1e-10)
+    # Finite differences divide the shards' rounding (1e-17) by their step (1e-8): the
+    # gradients differ by ~1e-9 and the points SciPy stops at by ~1e-7.
+    atol = 1e-6 if case == "fd_2point" else 1e-10
+    np.testing.assert_allclose(got["x"], ref["x"], rtol=0, atol=atol)
     assert got["fun"] == pytest.approx(ref["fun"], rel=1e-12, abs=1e-14)
     assert got["success"] == ref["success"]
 
@@ -150,6 +156,13 @@ def test_max_time_is_rank0s_decision(ranks):
     # The best point evaluated: the first evaluation is x0, every later one no worse.
     ref = reference("lbfgsb")
     assert r0["fun"] >= ref["fun"]
+
+
+def test_a_rank_that_dies_fails_the_others_within_the_timeout(tmp_path):
+    """No exception to share: rank 0 gets gloo's error (peer gone or the group's 5 s timeout)."""
+    r0, r1 = launch(["rank1_dies"], tmp_path, returncodes=(0, 3))
+    assert r1 is None
+    assert r0["rank1_dies"]["error"] in ("RuntimeError", "DistBackendError", "DistNetworkError")
 
 
 def test_without_a_process_group_is_a_clear_error():
