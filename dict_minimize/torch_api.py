@@ -338,7 +338,8 @@ class TorchCommunicator(Communicator):
             group = distributed
         else:
             raise TypeError(
-                f"distributed must be None, True or a torch.distributed.ProcessGroup, got {type(distributed).__name__}"
+                "distributed must be None, True or a torch.distributed.ProcessGroup, "
+                f"got {type(distributed).__name__}"
             )
         self._dist, self.group = dist, group
         self.rank = dist.get_rank(group)

@@ -141,7 +141,8 @@ def sharded_main(argv: list[str]) -> None:
 
     def loss(x, X, y):
         margins = y * (X @ x["w"] + x["b"])
-        return jnp.sum(jax.nn.softplus(-margins)) / problems.N_SAMPLES + 0.5 * problems.LAM * jnp.sum(x["w"] ** 2)
+        data_term = jnp.sum(jax.nn.softplus(-margins)) / problems.N_SAMPLES
+        return data_term + 0.5 * problems.LAM * jnp.sum(x["w"] ** 2)
 
     x0 = {k: jnp.asarray(v) for k, v in problems.x0().items()}
     results = {"n_devices": len(devices), "X_devices": len(Xs.sharding.device_set)}

@@ -187,7 +187,7 @@ def test_point_hash_sees_every_bit():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 1 or not dist.is_nccl_available(),
+@pytest.mark.skipif(not (torch.cuda.is_available() and dist.is_nccl_available()),
                     reason="needs a CUDA device and NCCL")
 def test_nccl_one_process_group_on_gpu(tmp_path):  # pragma: no cover - no GPU in CI
     script = tmp_path / "nccl_worker.py"
@@ -195,7 +195,8 @@ def test_nccl_one_process_group_on_gpu(tmp_path):  # pragma: no cover - no GPU i
         "import sys, torch, torch.distributed as dist\n"
         "from datetime import timedelta\n"
         "from dict_minimize.torch_api import minimize\n"
-        "store = dist.TCPStore('127.0.0.1', int(sys.argv[1]), 1, is_master=False, timeout=timedelta(seconds=60))\n"
+        "store = dist.TCPStore('127.0.0.1', int(sys.argv[1]), 1, is_master=False,\n"
+        "                      timeout=timedelta(seconds=60))\n"
         "dist.init_process_group('nccl', store=store, rank=0, world_size=1, timeout=timedelta(seconds=60))\n"
         "torch.cuda.set_device(0)\n"
         "x0 = {'a': torch.zeros(3, device='cuda', dtype=torch.float64)}\n"
@@ -204,7 +205,8 @@ def test_nccl_one_process_group_on_gpu(tmp_path):  # pragma: no cover - no GPU i
         "assert torch.allclose(res.x['a'].cpu(), torch.full((3,), 1.5, dtype=torch.float64))\n"
         "dist.destroy_process_group()\n"
     )
-    store = dist.TCPStore("127.0.0.1", 0, 2, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=60))
+    store = dist.TCPStore("127.0.0.1", 0, 2, is_master=True, wait_for_workers=False,
+                          timeout=timedelta(seconds=60))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, str(script), str(store.port)], env=env, timeout=120,
                           capture_output=True, text=True)
@@ -256,10 +258,10 @@ def test_benchmark_quick_run_compares_equal_work(tmp_path):
     import json
 
     out = tmp_path / "distributed.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "distributed.py"), "--quick", "--repeats", "1",
-                           "--guard-sizes", "51", "--json", str(out)],
-                          env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])),
-                          capture_output=True, text=True, timeout=300)
+    argv = [sys.executable, str(ROOT / "benchmarks" / "distributed.py"), "--quick", "--repeats", "1",
+            "--guard-sizes", "51", "--json", str(out)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     p1, p2 = report["rows"]

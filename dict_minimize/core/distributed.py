@@ -245,13 +245,12 @@ class DistributedBackend(Backend):
     Hessians, which do not depend on a rank's data).
     """
 
-    def __init__(self, inner: Backend, reducer: Reducer, objective: Callable, n: int,
-                 track_best: bool = False):
+    def __init__(self, inner: Backend, reducer: Reducer, objective: Callable, track_best: bool = False):
         self.inner = inner
         self.reducer = reducer
         self.objective = objective
-        self.n = n
         self.name = inner.name
+        self.halted = False  # set once max_time stopped the run
         self.wrapped: dict[int, Callable] = {}  # id(wrapped fun) -> the user's fun
         self.last_hash = 0.0
         self.last_x = None
@@ -307,8 +306,6 @@ class DistributedBackend(Backend):
             self.reducer.time_up = False
             self.halted = True
             raise Halt(TIME_LIMIT_MESSAGE, best=True)
-
-    halted = False
 
     # ---- derivative hooks --------------------------------------------------
 
@@ -547,7 +544,7 @@ def minimize_distributed(
         error = exc
     reducer.agree(checks, "x0", error)
 
-    dist = DistributedBackend(backend, reducer, fun, layout.n, track_best=max_time is not None)
+    dist = DistributedBackend(backend, reducer, fun, track_best=max_time is not None)
     meth = method.lower() if isinstance(method, str) else ""
     new_fun, new_jac, new_hess, new_hessp = _wrap_eager(dist, layout, fun, jac, hess, hessp)
     here = callback_rank is None or comm.rank == callback_rank
