@@ -214,3 +214,13 @@ def test_finite_differences_without_autodiff_are_summed_too():
         assert not isinstance(res, BaseException), res
         assert res.nit == ref.nit
         np.testing.assert_allclose(res.x["w"], ref.x["w"], atol=1e-5)
+
+
+def test_progress_bar_only_on_the_callback_rank():
+    import io
+
+    streams = [io.StringIO() for _ in range(SIZE)]
+    out = on_ranks(lambda rank, comm: run_shard(rank, comm, progress={"file": streams[rank]}, callback_rank=1))
+    assert all(not isinstance(res, BaseException) for res in out), out
+    assert streams[0].getvalue() == streams[2].getvalue() == ""
+    assert "l-bfgs-b" in streams[1].getvalue()
