@@ -398,14 +398,14 @@ class DistributedBackend(Backend):
 
         def value_and_jac(x: np.ndarray, args: tuple):
             hx = point_hash(x)
-            out = {}
 
             def compute():
                 c, jac = local(x, args)
-                out["m"] = np.size(c)
                 return np.concatenate((np.ravel(c), np.ravel(jac)))
 
-            if "m" not in sizes:  # the constraint's size, learned once from rank 0
+            # The constraint's size, learned once from rank 0 (one extra evaluation),
+            # so that a rank whose constraint fails still joins a buffer of the right size.
+            if "m" not in sizes:
                 m_local = self.reducer.reduce(lambda: [np.size(local(x, args)[0])], 1, hx,
                                               "a constraint", root=True)
                 sizes["m"] = int(m_local[0])
