@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .core import Backend, Layout, bind
+from .core.distributed import DISTRIBUTED_DOC, Communicator, with_distributed
 
 __all__ = ["load_parameters", "minimize", "parameters"]
 
@@ -313,10 +314,47 @@ def load_parameters(module: torch.nn.Module, params: dict[str, torch.Tensor]) ->
             named[name].copy_(value)
 
 
+class TorchCommunicator(Communicator):
+    """Sum all-reduce over a ``torch.distributed`` process group.
+
+    Gloo reduces a CPU tensor; NCCL a tensor on this process's current CUDA
+    device. A rank that never joins makes the others fail after the group's
+    timeout (``init_process_group(timeout=...)``), never hang for ever.
+    """
+
+    def __init__(self, distributed: Any):
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                "distributed= needs an initialized torch.distributed process group: call "
+                "torch.distributed.init_process_group(...) first (torchrun sets up its environment)"
+            )
+        if distributed is True:
+            group = None
+        elif isinstance(distributed, dist.ProcessGroup):
+            group = distributed
+        else:
+            raise TypeError(
+                "distributed must be None, True or a torch.distributed.ProcessGroup, "
+                f"got {type(distributed).__name__}"
+            )
+        self._dist, self.group = dist, group
+        self.rank = dist.get_rank(group)
+        self.size = dist.get_world_size(group)
+        nccl = str(dist.get_backend(group)).lower() == "nccl"
+        self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+
+    def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.array(buf, dtype=np.float64)).to(self.device)
+        self._dist.all_reduce(t, op=self._dist.ReduceOp.SUM, group=self.group)
+        return t.cpu().numpy()
+
+
 _BACKEND = TorchBackend()
 
 
-minimize = bind(
+minimize = with_distributed(bind(
     _BACKEND,
     __name__,
     tensors="PyTorch tensors",
@@ -333,4 +371,8 @@ minimize = bind(
     >>> res = minimize(rosen, x0, method="L-BFGS-B", bounds={"b": (None, 5.0)})
     >>> res.x["a"].dtype, bool(torch.allclose(res.x["a"], torch.ones(3), atol=1e-3))
     (torch.float32, True)""",
-)
+), _BACKEND, TorchCommunicator, DISTRIBUTED_DOC.format(
+    kinds=" or a torch.distributed.ProcessGroup",
+    true="the default ``torch.distributed`` process group (``True``) or the group given",
+    engine="gloo (CPU) or NCCL (a tensor on the current CUDA device)",
+))
