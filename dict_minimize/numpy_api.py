@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from .core import Backend, Layout, bind
+from .core import Backend, Layout, bind, bind_least_squares, bind_root
 from .core.tree import flatten_with_paths, is_container
 
-__all__ = ["minimize"]
+__all__ = ["minimize", "least_squares", "root"]
 
 
 class NumpyBackend(Backend):
@@ -91,4 +91,37 @@ minimize = bind(
     ...                method="L-BFGS-B", bounds={"b": (None, 5.0)})
     >>> round(float(res.x["a"]), 3), round(float(res.x["b"]), 3)
     (1.0, 1.0)""",
+)
+
+least_squares = bind_least_squares(
+    _BACKEND,
+    __name__,
+    jac_default="2-point",
+    tensors="NumPy arrays",
+    tensor="array",
+    jac_none="``'2-point'`` (the default): SciPy's finite differences, as in SciPy; ``None`` means the same.",
+    example="""    >>> import numpy as np
+    >>> from dict_minimize.numpy_api import least_squares
+    >>> t = np.linspace(0.0, 1.0, 20)
+    >>> y = 2.0 * np.exp(-1.5 * t)
+    >>> def residuals(p):
+    ...     return p["a"] * np.exp(-p["k"] * t) - y
+    >>> res = least_squares(residuals, {"a": np.array(1.0), "k": np.array(1.0)})
+    >>> round(float(res.x["a"]), 4), round(float(res.x["k"]), 4), res.jac.shape
+    (2.0, 1.5, (20, 2))""",
+)
+
+root = bind_root(
+    _BACKEND,
+    __name__,
+    tensors="NumPy arrays",
+    tensor="array",
+    jac_none="``None``: SciPy's finite differences, as in SciPy.",
+    example="""    >>> import numpy as np
+    >>> from dict_minimize.numpy_api import root
+    >>> def equations(x):
+    ...     return {"cube": x["a"] ** 3 - 8.0, "equal": x["b"] - x["a"]}
+    >>> res = root(equations, {"a": np.array(1.0), "b": np.array(0.0)})
+    >>> round(float(res.x["a"]), 4), round(float(res.x["b"]), 4)
+    (2.0, 2.0)""",
 )

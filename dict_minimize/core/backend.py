@@ -124,3 +124,11 @@ class Backend(abc.ABC):
         ``hess(x, v)`` that trust-constr asks for.
         """
         return np.dot(np.asarray(v, dtype=np.float64), np.ravel(self.to_numpy(c)))
+
+    def ravel_concat(self, tensors: list) -> Any:
+        """The tensors raveled (C order) and joined into one 1-d tensor, in the framework.
+
+        Differentiable where the framework differentiates: ``least_squares``
+        and ``root`` join a pytree of residuals with it before taking the Jacobian.
+        """
+        return np.concatenate([np.ravel(self.to_numpy(t)) for t in tensors])
