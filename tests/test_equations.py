@@ -243,3 +243,24 @@ def test_docstring_examples_run(backend, name):
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_compiled_jacobian_reused_across_calls(ad):
+    """JAX and TensorFlow trace the Jacobian once per fun: a second call only runs fun eagerly."""
+    if ad.name not in ("jax", "tensorflow"):
+        pytest.skip(f"{ad.name} does not compile")
+    t, y = data(ad)
+    inner = model(ad, t, y)
+    calls = []
+
+    def fun(p):
+        calls.append(1)
+        return inner(p)
+
+    first = api(ad).least_squares(fun, x0_of(ad))
+    traced = len(calls) - first.nfev
+    assert traced >= 1  # the Jacobian's trace(s)
+    calls.clear()
+    second = api(ad).least_squares(fun, x0_of(ad))
+    assert len(calls) == second.nfev  # SciPy's evaluations only: no new trace
+    np.testing.assert_array_equal(ad.to_numpy(second.x["k"]), ad.to_numpy(first.x["k"]))
