@@ -57,14 +57,17 @@ class NumpyBackend(Backend):
             flat = np.array(leaves[0], copy=True).reshape(-1)
         else:
             flat = np.concatenate(leaves, axis=None)  # a new array
+        if flat.dtype == np.float64:  # the hot path: no promotion to work out
+            return flat
         # float64, or complex128 under SciPy's complex-step differences ('cs').
         return flat.astype(np.result_type(flat.dtype, np.float64), copy=False)
 
     def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
-        if np.iscomplexobj(x):  # SciPy's complex-step differences ('cs'): keep the imaginary part
+        if x.dtype.kind == "c":  # SciPy's complex-step differences ('cs'): keep the imaginary part
             return [piece.astype(np.result_type(dt, x.dtype)) for piece, dt in zip(layout.split(x), layout.dtypes)]
         if layout.info is not None:  # one dtype: one copy, then views
-            return layout.split(np.array(x, dtype=layout.info, copy=True))
+            buf = np.array(x, dtype=layout.info, copy=True)
+            return [buf.reshape(layout.shapes[0])] if len(layout.shapes) == 1 else layout.split(buf)
         return [piece.astype(dt) for piece, dt in zip(layout.split(x), layout.dtypes)]
 
     def to_numpy(self, obj: Any) -> np.ndarray:

@@ -76,6 +76,8 @@ class Backend(abc.ABC):
 
     def to_scalar(self, value: Any) -> float:
         """The objective's value as a Python float; ``ValueError`` if not one element."""
+        if type(value) in (float, np.float64, np.float32):  # the common case, without conversions
+            return float(value)
         arr = self.to_numpy(value)
         if arr.size != 1:
             raise ValueError(
