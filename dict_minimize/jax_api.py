@@ -97,13 +97,13 @@ import jax.numpy as jnp
 import numpy as np
 import optree
 
-from .core import Backend, Layout, bind
+from .core import Backend, Layout, bind, bind_least_squares, bind_root
 from .core.backend import FLOAT_DTYPE_NAMES
 from .core.cache import CompileCache
 from .core.distributed import DISTRIBUTED_DOC, Communicator, with_distributed
 from .core.tree import NAMESPACE, flatten_with_paths, format_path
 
-__all__ = ["minimize"]
+__all__ = ["minimize", "least_squares", "root"]
 
 X64_FIX = 'jax.config.update("jax_enable_x64", True)'
 
@@ -547,6 +547,9 @@ class JaxBackend(Backend):
     def vdot(self, v: np.ndarray, c: Any) -> Any:
         return jnp.sum(jnp.asarray(v) * jnp.ravel(c))
 
+    def ravel_concat(self, tensors: list) -> Any:
+        return jnp.concatenate([jnp.ravel(jnp.asarray(t)) for t in tensors])
+
 
 def _x64_enabled() -> bool:
     """Whether JAX's 64-bit mode is on (globally or in a ``jax.enable_x64`` block)."""
@@ -626,3 +629,38 @@ minimize = with_distributed(bind(
     true="every process of ``jax.distributed`` (``True``)",
     engine="``multihost_utils.process_allgather`` (summed in rank order)",
 ))
+
+
+least_squares = bind_least_squares(
+    _BACKEND,
+    __name__,
+    jac_default=None,
+    tensors="JAX arrays",
+    tensor="jax.Array",
+    jac_none="``None`` (the default): the dense Jacobian by JAX autodiff, compiled once per call "
+    "(forward mode when there are more residuals than variables).",
+    example="""    >>> import jax.numpy as jnp
+    >>> from dict_minimize.jax_api import least_squares
+    >>> t = jnp.linspace(0.0, 1.0, 20)
+    >>> y = 2.0 * jnp.exp(-1.5 * t)
+    >>> def residuals(p):
+    ...     return p["a"] * jnp.exp(-p["k"] * t) - y
+    >>> res = least_squares(residuals, {"a": jnp.array(1.0), "k": jnp.array(1.0)})
+    >>> round(float(res.x["a"]), 3), round(float(res.x["k"]), 3), res.jac.shape
+    (2.0, 1.5, (20, 2))""",
+)
+
+root = bind_root(
+    _BACKEND,
+    __name__,
+    tensors="JAX arrays",
+    tensor="jax.Array",
+    jac_none="``None``: the dense Jacobian by JAX autodiff (for 'hybr' and 'lm').",
+    example="""    >>> import jax.numpy as jnp
+    >>> from dict_minimize.jax_api import root
+    >>> def equations(x):
+    ...     return {"cube": x["a"] ** 3 - 8.0, "equal": x["b"] - x["a"]}
+    >>> res = root(equations, {"a": jnp.array(1.0), "b": jnp.array(0.0)})
+    >>> round(float(res.x["a"]), 3), round(float(res.x["b"]), 3)
+    (2.0, 2.0)""",
+)

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from .core import Backend, Layout, bind
+from .core import Backend, Layout, bind, bind_least_squares, bind_root
 from .core.tree import flatten_with_paths, is_container
 
-__all__ = ["minimize"]
+__all__ = ["minimize", "least_squares", "root"]
 
 
 class NumpyBackend(Backend):
@@ -59,14 +59,17 @@ class NumpyBackend(Backend):
             flat = np.array(leaves[0], copy=True).reshape(-1)
         else:
             flat = np.concatenate(leaves, axis=None)  # a new array
+        if flat.dtype == np.float64:  # the hot path: no promotion to work out
+            return flat
         # float64, or complex128 under SciPy's complex-step differences ('cs').
         return flat.astype(np.result_type(flat.dtype, np.float64), copy=False)
 
     def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
-        if np.iscomplexobj(x):  # SciPy's complex-step differences ('cs'): keep the imaginary part
+        if x.dtype.kind == "c":  # SciPy's complex-step differences ('cs'): keep the imaginary part
             return [piece.astype(np.result_type(dt, x.dtype)) for piece, dt in zip(layout.split(x), layout.dtypes)]
         if layout.info is not None:  # one dtype: one copy, then views
-            return layout.split(np.array(x, dtype=layout.info, copy=True))
+            buf = np.array(x, dtype=layout.info, copy=True)
+            return [buf.reshape(layout.shapes[0])] if len(layout.shapes) == 1 else layout.split(buf)
         return [piece.astype(dt) for piece, dt in zip(layout.split(x), layout.dtypes)]
 
     def to_numpy(self, obj: Any) -> np.ndarray:
@@ -93,4 +96,37 @@ minimize = bind(
     ...                method="L-BFGS-B", bounds={"b": (None, 5.0)})
     >>> round(float(res.x["a"]), 3), round(float(res.x["b"]), 3)
     (1.0, 1.0)""",
+)
+
+least_squares = bind_least_squares(
+    _BACKEND,
+    __name__,
+    jac_default="2-point",
+    tensors="NumPy arrays",
+    tensor="array",
+    jac_none="``'2-point'`` (the default): SciPy's finite differences, as in SciPy; ``None`` means the same.",
+    example="""    >>> import numpy as np
+    >>> from dict_minimize.numpy_api import least_squares
+    >>> t = np.linspace(0.0, 1.0, 20)
+    >>> y = 2.0 * np.exp(-1.5 * t)
+    >>> def residuals(p):
+    ...     return p["a"] * np.exp(-p["k"] * t) - y
+    >>> res = least_squares(residuals, {"a": np.array(1.0), "k": np.array(1.0)})
+    >>> round(float(res.x["a"]), 4), round(float(res.x["k"]), 4), res.jac.shape
+    (2.0, 1.5, (20, 2))""",
+)
+
+root = bind_root(
+    _BACKEND,
+    __name__,
+    tensors="NumPy arrays",
+    tensor="array",
+    jac_none="``None``: SciPy's finite differences, as in SciPy.",
+    example="""    >>> import numpy as np
+    >>> from dict_minimize.numpy_api import root
+    >>> def equations(x):
+    ...     return {"cube": x["a"] ** 3 - 8.0, "equal": x["b"] - x["a"]}
+    >>> res = root(equations, {"a": np.array(1.0), "b": np.array(0.0)})
+    >>> round(float(res.x["a"]), 4), round(float(res.x["b"]), 4)
+    (2.0, 2.0)""",
 )

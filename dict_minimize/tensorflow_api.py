@@ -65,11 +65,12 @@ import numpy as np
 import optree
 import tensorflow as tf
 
-from .core import Backend, Layout, bind
+from .core import Backend, Layout, bind, bind_least_squares, bind_root
 from .core.cache import CompileCache
 from .core.tree import NAMESPACE
 
-__all__ = ["minimize", "keras_parameters", "load_keras_parameters", "TensorflowBackend"]
+__all__ = ["minimize", "least_squares", "root", "keras_parameters", "load_keras_parameters",
+           "TensorflowBackend"]
 
 _FLOATS = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 _ZERO = tf.UnconnectedGradients.ZERO
@@ -351,6 +352,11 @@ class TensorflowBackend(Backend):
         c = tf.convert_to_tensor(c)
         return tf.reduce_sum(tf.cast(v, c.dtype) * tf.reshape(c, [-1]))
 
+    def ravel_concat(self, tensors: list) -> tf.Tensor:
+        tensors = [tf.convert_to_tensor(t) for t in tensors]
+        dtype = max((t.dtype for t in tensors), key=lambda d: d.size)  # the widest, as NumPy would promote
+        return tf.concat([tf.reshape(tf.cast(t, dtype), [-1]) for t in tensors], 0)
+
 
 def _cast(t: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     return t if t.dtype == dtype else tf.cast(t, dtype)
@@ -567,6 +573,42 @@ minimize = bind(
     >>> res = minimize(rosen, x0, method="L-BFGS-B", bounds={"b": (None, 5.0)})
     >>> res.x["a"].dtype.name, bool(tf.reduce_all(tf.abs(res.x["a"] - 1.0) < 1e-3))
     ('float32', True)""",
+)
+
+least_squares = bind_least_squares(
+    _BACKEND,
+    __name__,
+    jac_default=None,
+    tensors="TensorFlow tensors",
+    tensor="tf.Tensor",
+    jac_none="``None`` (the default): the dense Jacobian by TensorFlow autodiff in a ``tf.function`` "
+    "(forward mode when there are more residuals than variables).",
+    example="""    >>> import tensorflow as tf
+    >>> from dict_minimize.tensorflow_api import least_squares
+    >>> t = tf.linspace(tf.constant(0.0, tf.float64), 1.0, 20)
+    >>> y = 2.0 * tf.exp(-1.5 * t)
+    >>> def residuals(p):
+    ...     return p["a"] * tf.exp(-p["k"] * t) - y
+    >>> x0 = {"a": tf.constant(1.0, dtype=tf.float64), "k": tf.constant(1.0, dtype=tf.float64)}
+    >>> res = least_squares(residuals, x0)
+    >>> round(float(res.x["a"]), 4), round(float(res.x["k"]), 4), res.jac.shape
+    (2.0, 1.5, (20, 2))""",
+)
+
+root = bind_root(
+    _BACKEND,
+    __name__,
+    tensors="TensorFlow tensors",
+    tensor="tf.Tensor",
+    jac_none="``None``: the dense Jacobian by TensorFlow autodiff (for 'hybr' and 'lm').",
+    example="""    >>> import tensorflow as tf
+    >>> from dict_minimize.tensorflow_api import root
+    >>> def equations(x):
+    ...     return {"cube": x["a"] ** 3 - 8.0, "equal": x["b"] - x["a"]}
+    >>> x0 = {"a": tf.constant(1.0, dtype=tf.float64), "b": tf.constant(0.0, dtype=tf.float64)}
+    >>> res = root(equations, x0)
+    >>> round(float(res.x["a"]), 4), round(float(res.x["b"]), 4)
+    (2.0, 2.0)""",
 )
 
 

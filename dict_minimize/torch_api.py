@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .core import Backend, Layout, bind
+from .core import Backend, Layout, bind, bind_least_squares, bind_root
 from .core.distributed import DISTRIBUTED_DOC, Communicator, with_distributed
 
-__all__ = ["load_parameters", "minimize", "parameters"]
+__all__ = ["load_parameters", "minimize", "least_squares", "root", "parameters"]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -244,6 +244,11 @@ class TorchBackend(Backend):
         c = torch.as_tensor(c)
         return (torch.as_tensor(np.asarray(v), dtype=c.dtype, device=c.device) * c.reshape(-1)).sum()
 
+    def ravel_concat(self, tensors: list) -> torch.Tensor:
+        first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
+        device = first.device if first is not None else None
+        return torch.cat([torch.as_tensor(t, device=device).reshape(-1) for t in tensors])
+
 
 def parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The trainable parameters of ``module`` as a dict of detached copies: an ``x0``.
@@ -376,3 +381,40 @@ minimize = with_distributed(bind(
     true="the default ``torch.distributed`` process group (``True``) or the group given",
     engine="gloo (CPU) or NCCL (a tensor on the current CUDA device)",
 ))
+
+
+least_squares = bind_least_squares(
+    _BACKEND,
+    __name__,
+    jac_default=None,
+    tensors="PyTorch tensors",
+    tensor="torch.Tensor",
+    jac_none="``None`` (the default): the dense Jacobian by autograd "
+    "(forward mode when there are more residuals than variables).",
+    example="""    >>> import torch
+    >>> from dict_minimize.torch_api import least_squares
+    >>> t = torch.linspace(0.0, 1.0, 20, dtype=torch.float64)
+    >>> y = 2.0 * torch.exp(-1.5 * t)
+    >>> def residuals(p):
+    ...     return p["a"] * torch.exp(-p["k"] * t) - y
+    >>> x0 = {"a": torch.tensor(1.0, dtype=torch.float64), "k": torch.tensor(1.0, dtype=torch.float64)}
+    >>> res = least_squares(residuals, x0)
+    >>> round(float(res.x["a"]), 4), round(float(res.x["k"]), 4), res.jac.shape
+    (2.0, 1.5, (20, 2))""",
+)
+
+root = bind_root(
+    _BACKEND,
+    __name__,
+    tensors="PyTorch tensors",
+    tensor="torch.Tensor",
+    jac_none="``None``: the dense Jacobian by autograd (for 'hybr' and 'lm').",
+    example="""    >>> import torch
+    >>> from dict_minimize.torch_api import root
+    >>> def equations(x):
+    ...     return {"cube": x["a"] ** 3 - 8.0, "equal": x["b"] - x["a"]}
+    >>> x0 = {"a": torch.tensor(1.0, dtype=torch.float64), "b": torch.tensor(0.0, dtype=torch.float64)}
+    >>> res = root(equations, x0)
+    >>> round(float(res.x["a"]), 4), round(float(res.x["b"]), 4)
+    (2.0, 2.0)""",
+)

@@ -89,6 +89,8 @@ class Backend(abc.ABC):
 
     def to_scalar(self, value: Any) -> float:
         """The objective's value as a Python float; ``ValueError`` if not one element."""
+        if type(value) in (float, np.float64, np.float32):  # the common case, without conversions
+            return float(value)
         arr = self.to_numpy(value)
         if arr.size != 1:
             raise NotScalarError(
@@ -137,3 +139,11 @@ class Backend(abc.ABC):
         ``hess(x, v)`` that trust-constr asks for.
         """
         return np.dot(np.asarray(v, dtype=np.float64), np.ravel(self.to_numpy(c)))
+
+    def ravel_concat(self, tensors: list) -> Any:
+        """The tensors raveled (C order) and joined into one 1-d tensor, in the framework.
+
+        Differentiable where the framework differentiates: ``least_squares``
+        and ``root`` join a pytree of residuals with it before taking the Jacobian.
+        """
+        return np.concatenate([np.ravel(self.to_numpy(t)) for t in tensors])

@@ -138,7 +138,10 @@ class IterationHook:
             # The last gradient evaluated: for line-search methods that is
             # the accepted iterate's.
             grad = obj.last_grad
-        gnorm = float(np.linalg.norm(grad)) if grad is not None else np.nan
+        gnorm = np.nan
+        if grad is not None:
+            g = np.ravel(grad)
+            gnorm = float(np.sqrt(np.vdot(g, g).real))  # np.linalg.norm's checks cost more at small n
         h = self.history
         h["nit"].append(self.nit)
         h["fun"].append(np.nan if fun is None else float(fun))

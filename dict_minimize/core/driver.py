@@ -181,7 +181,8 @@ def _curvature(problem: Problem, fun, jac, hess, hessp, objective: Objective, me
     tree_of, layout = problem.tree_of, problem.layout
     if callable(hessp):
         def scipy_hessp(x, p):
-            return problem.flat(hessp(tree_of(x), tree_of(p), *objective.args), "the product returned by hessp")
+            product = hessp(tree_of(x), tree_of(p), *objective.args)
+            return problem.flat(product, "the product returned by hessp")
     if callable(hess) and not isinstance(hess, HessianUpdateStrategy):
         def scipy_hess(x):
             h = hess(tree_of(x), *objective.args)

@@ -36,7 +36,9 @@ def flat_gradient(backend, layout: Layout, tree: Any, is_leaf, what: str = "the 
     itself, which is what SciPy users hand back.
     """
     # Hot path (every evaluation with jac=True): one flatten, no key paths
-    # unless the structure differs from x0's.
+    # unless the structure differs from x0's; none for SciPy's own case.
+    if type(tree) is np.ndarray and len(layout.shapes) == 1 and tree.shape == layout.shapes[0]:
+        return backend.to_flat([tree], layout)
     with optree.dict_insertion_ordered(True, namespace=NAMESPACE):
         leaves, spec = optree.tree_flatten(tree, is_leaf=is_leaf, none_is_leaf=False, namespace=NAMESPACE)
     if spec != layout.treespec:

@@ -109,7 +109,9 @@ class Objective:
             self.best_f, self.best_x = f, self._x
 
     def _same_point(self, x: np.ndarray) -> bool:
-        return self._x is not None and np.array_equal(x, self._x)
+        # np.array_equal's conversions and checks cost more than the comparison at small n.
+        last = self._x
+        return last is not None and last.shape == np.shape(x) and bool((last == x).all())
 
     def fun(self, x: np.ndarray) -> float:
         """The objective at ``x``.

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import OptimizeResult
+from scipy.sparse import issparse
+from scipy.sparse.linalg import LinearOperator
 
 from .backend import Backend
 from .bounds import make_bounds
@@ -117,6 +119,20 @@ class Problem:
     def flat_jacobian(self, jac: Any, what: str) -> np.ndarray:
         """A dense ``(m, n)`` Jacobian or a pytree of ``(m, *leaf.shape)`` blocks, as ``(m, n)``."""
         return flat_jacobian(self.backend, self.layout, jac, self.backend.is_leaf, what)
+
+    def scipy_jacobian(self, jac: Any, what: str) -> Any:
+        """A user Jacobian as SciPy takes it: ``(m, n)`` over the flat vector.
+
+        Sparse matrices and ``LinearOperator`` pass through; for x0 one
+        tensor, so does any array-like (SciPy checks its shape); a pytree
+        like x0 of ``(m, *leaf.shape)`` blocks is joined.
+        """
+        if isinstance(jac, LinearOperator) or issparse(jac):
+            return jac
+        if len(self.layout.keys) == 1 and not self.layout.keys[0]:
+            arr = np.asarray(self.backend.to_numpy(jac))
+            return arr if self.is_flat else self.flat_jacobian(arr, what)
+        return self.flat_jacobian(jac, what)
 
     def flat_values(self, value: Any) -> np.ndarray:
         """A tensor of any shape as a 1-d float64 array."""
