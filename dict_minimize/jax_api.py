@@ -22,19 +22,21 @@ Compilation
     gradient once per point (``jax.linearize`` of ``jax.grad``): the products
     SciPy asks for at that point only run the linear part.
 
-Compiled code is reused across ``minimize`` calls
-    The compiled functions are cached, as ``jax.jit`` caches its own: keyed on
-    ``fun``'s identity (a bound method: its object and function), x0's
-    layout (structure, shapes, dtypes, devices) and the static part of
-    ``args`` (below). A second ``minimize`` with the same ``fun`` and a
-    like-shaped x0 does not trace again. The trade-off is ``jax.jit``'s:
-    Python values that ``fun`` reads at trace time (globals, closed-over
-    numbers, attributes of a bound method's object) are baked into the
-    compiled code, so changing them between calls has no effect; pass such
-    values in ``args`` or use a new function. The cache holds ``fun`` weakly
-    (an entry goes when ``fun`` is garbage collected; a callable that cannot
-    be weakly referenced is compiled afresh in each call) and keeps at most
-    32 compiled functions per ``fun``, the least recently used dropped first.
+Compiled once per call; across calls only for a function you jitted
+    Within one ``minimize`` call each hook is traced and compiled once (once
+    per static part of ``args``, below) and every evaluation reuses it. A
+    later call traces ``fun`` again: what ``fun`` reads at trace time
+    (globals, closed-over numbers, attributes of a bound method's object)
+    may have changed in between, and a result never depends on stale state.
+    To share compilations across calls (many short runs of one objective),
+    pass a function you jitted yourself, ``minimize(jax.jit(loss), ...)``:
+    ``jax.jit`` already freezes what ``loss`` read when it was traced, by your
+    choice, so the compiled value-and-gradient around it is kept, keyed on
+    the jitted function's identity, x0's layout (structure, shapes, dtypes,
+    devices) and the static part of ``args``. That cache holds the jitted
+    function weakly (its entries go when it is garbage collected) and keeps
+    at most 32 compiled functions per function, the least recently used
+    dropped first.
 
 What is traced in ``args``
     ``args`` (and the minibatch of the stochastic mode) may be any JAX
@@ -99,7 +101,7 @@ import optree
 
 from .core import Backend, Layout, bind
 from .core.backend import FLOAT_DTYPE_NAMES
-from .core.cache import CompileCache
+from .core.cache import CallCache, CompileCache
 from .core.tree import NAMESPACE, flatten_with_paths, format_path
 
 __all__ = ["minimize"]
@@ -206,6 +208,18 @@ def _rebuild_args(dynamic: list, static: tuple) -> tuple:
 MAX_COMPILED_PER_FUNCTION = 32
 
 _CACHE = CompileCache(MAX_COMPILED_PER_FUNCTION)
+
+#: The type of what ``jax.jit`` returns.
+_JITTED = type(jax.jit(lambda x: x))
+
+
+def _cache_for(fun: Callable) -> CompileCache | CallCache:
+    """Where one hook keeps its compiled code: across calls only for a function the user jitted.
+
+    Anything else ``fun`` reads at trace time may change between calls, so
+    it is compiled once per call (see :mod:`dict_minimize.core.cache`).
+    """
+    return _CACHE if isinstance(fun, _JITTED) else CallCache(MAX_COMPILED_PER_FUNCTION)
 
 
 def _scalar_function(fun_ref: Callable, layout: Layout, static: tuple, floating: bool = True) -> Callable:
@@ -416,17 +430,18 @@ class JaxBackend(Backend):
         """``select(args) -> (compiled, dynamic)`` for one ``minimize`` call.
 
         ``make(fun_ref, static)`` builds the compiled code of one hook kind
-        for one static part of ``args``; it is cached across calls
-        (:class:`~dict_minimize.core.cache.CompileCache`). The driver passes the same ``args`` tuple
+        for one static part of ``args``; it is kept for this call, or across
+        calls for a function the user jitted (:func:`_cache_for`). The driver passes the same ``args`` tuple
         until the minibatch changes, so splitting it is done once per tuple.
         """
         last: tuple | None = None  # (args, compiled, dynamic): this call's only
+        cache = _cache_for(fun)
 
         def select(args: tuple) -> tuple[Any, list]:
             nonlocal last
             if last is None or last[0] is not args:
                 dynamic, static = _partition_args(args)
-                compiled = _CACHE.get(fun, (kind, layout, static), partial(make, static=static))
+                compiled = cache.get(fun, (kind, layout, static), partial(make, static=static))
                 last = (args, compiled, self._device_args(dynamic, layout))
             return last[1], last[2]
 
@@ -570,8 +585,8 @@ minimize = bind(
     tensor="jax.Array",
     jac_none=(
         "``None``: value and gradient by ``jax.value_and_grad``, compiled once "
-        "with ``jax.jit`` and reused by later calls with the same ``fun`` and "
-        "layout (``fun`` must be traceable; see the module docstring)."
+        "per call with ``jax.jit`` (across calls for a ``fun`` you jitted yourself; "
+        "``fun`` must be traceable; see the module docstring)."
     ),
     hess_none=(
         "``None``: Hessian-vector products by forward-over-reverse autodiff "

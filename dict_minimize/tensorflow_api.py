@@ -16,18 +16,19 @@ gradient-free method whose ``fun`` cannot be traced (it raises a
 ``TypeError``, ``AttributeError`` or ``NotImplementedError`` while tracing,
 as ``.numpy()`` or ``float(x)`` do) calls ``fun`` eagerly instead.
 
-Traces are reused across ``minimize`` calls: they are cached, keyed on
-``fun``'s identity (a bound method: its object and function), x0's layout
-(structure, shapes, dtypes, devices) and the static part of ``args``
-(below). A second ``minimize`` with the same ``fun`` and a like-shaped x0
-does not trace again. The trade-off is ``tf.function``'s: Python values
-``fun`` reads at trace time (globals, closed-over numbers, attributes of a
-bound method's object) are baked into the trace, so changing them between
-calls has no effect; pass such values in ``args`` or use a new function.
-The cache holds ``fun`` weakly (its traces go when ``fun`` is garbage
-collected; a callable that cannot be weakly referenced is traced afresh in
-each call) and keeps at most 32 hooks per ``fun`` and 8 traces per kind of
-``args``, the least recently used dropped first.
+Traces are made once per ``minimize`` call: every evaluation of the call
+reuses them, and the next call traces ``fun`` again, since what ``fun``
+reads at trace time (globals, closed-over numbers, attributes of a bound
+method's object) may have changed in between, and a result never depends
+on stale state. To share traces across calls (many short runs of one
+objective), pass a function you compiled yourself,
+``minimize(tf.function(loss), ...)``: ``tf.function`` already freezes what
+``loss`` read at its own trace, by your choice, so the traces around it are
+kept, keyed on its identity, x0's layout (structure, shapes, dtypes,
+devices) and the static part of ``args`` (below). That cache holds the
+function weakly (its traces go when it is garbage collected) and keeps at
+most 32 hooks per function and 8 traces per kind of ``args``, the least
+recently used dropped first.
 
 The flat parameter buffer is one input of the compiled function. ``args``
 (and, in the stochastic mode, each minibatch) are split into
@@ -66,7 +67,7 @@ import optree
 import tensorflow as tf
 
 from .core import Backend, Layout, bind
-from .core.cache import CompileCache
+from .core.cache import CallCache, CompileCache
 from .core.tree import NAMESPACE
 
 __all__ = ["minimize", "keras_parameters", "load_keras_parameters", "TensorflowBackend"]
@@ -202,10 +203,11 @@ class TensorflowBackend(Backend):
 
     # ---- derivatives ------------------------------------------------------
     #
-    # Each hook builds (or finds in _CACHE) a _Compiled shared by every
-    # minimize call with the same fun, hook kind and layout, and hands the
-    # driver a _Run: this call's runner over it. The traced Python functions
-    # reach fun through fun_ref (a weak reference), never directly.
+    # Each hook builds a _Compiled for this call (or, for a user's tf.function,
+    # finds in _CACHE the one shared by every call with the same fun, hook
+    # kind and layout), and hands the driver a _Run: this call's runner over
+    # it. The traced Python functions reach fun through fun_ref (a weak
+    # reference for the shared ones), never directly.
 
     def _tree(self, buf: tf.Tensor, layout: Layout) -> Any:
         return layout.unflatten(self._views(buf, layout))
@@ -223,7 +225,7 @@ class TensorflowBackend(Backend):
 
             return _Compiled(build, (tf.TensorSpec([layout.n], info.transfer),), info.device)
 
-        run = _Run(_CACHE.get(fun, ("value", layout), make))
+        run = _Run(_cache_for(fun).get(fun, ("value", layout), make))
         eager = False
 
         def value(x: np.ndarray, args: tuple) -> float:
@@ -259,7 +261,7 @@ class TensorflowBackend(Backend):
 
             return _Compiled(build, (tf.TensorSpec([layout.n], info.transfer),), info.device)
 
-        run = _Run(_CACHE.get(fun, ("value_and_grad", layout), make))
+        run = _Run(_cache_for(fun).get(fun, ("value_and_grad", layout), make))
 
         def value_and_grad(x: np.ndarray, args: tuple):
             value, grad = run.evaluate((self._buffer(x, info, copy=False),), args)
@@ -290,7 +292,7 @@ class TensorflowBackend(Backend):
 
             return _Compiled(build, (spec, spec), info.device)
 
-        run = _Run(_CACHE.get(fun, ("linearize_grad", layout), make))
+        run = _Run(_cache_for(fun).get(fun, ("linearize_grad", layout), make))
 
         def linearize(x: np.ndarray, args: tuple):
             # Reused by every product at this x: the device buffer, the
@@ -340,7 +342,7 @@ class TensorflowBackend(Backend):
 
             return _Compiled(build, (tf.TensorSpec([n], info.transfer),), info.device)
 
-        run = _Run(_CACHE.get(fun, ("value_and_jac", layout), make))
+        run = _Run(_cache_for(fun).get(fun, ("value_and_jac", layout), make))
 
         def value_and_jac_flat(x: np.ndarray, args: tuple):
             c, jac = run.evaluate((self._buffer(x, info, copy=False),), args)
@@ -396,7 +398,7 @@ def _connected(grad: Any) -> tf.Tensor:
 _TRACE_ERRORS = (TypeError, AttributeError, NotImplementedError)
 
 
-# ---- compiled functions, cached across minimize calls ----------------------
+# ---- compiled functions: per call, or across calls for a tf.function -------
 
 #: Most hooks (kinds x layouts) kept per user function, and most traces (kinds
 #: of ``args``) per hook; the least recently used go first.
@@ -406,8 +408,21 @@ MAX_TRACES_PER_HOOK = 8
 _CACHE = CompileCache(MAX_HOOKS_PER_FUNCTION)
 
 
+def _cache_for(fun: Callable) -> CompileCache | CallCache:
+    """Where one hook keeps its traces: across calls only for a ``tf.function`` of the user's.
+
+    Anything else ``fun`` reads at trace time may change between calls, so
+    it is traced once per call (see :mod:`dict_minimize.core.cache`).
+    """
+    if isinstance(fun, tf.types.experimental.PolymorphicFunction):
+        return _CACHE
+    return CallCache(MAX_HOOKS_PER_FUNCTION)
+
+
 class _Compiled:
-    """One hook's ``tf.function``s with fixed signatures, one per kind of ``args``; shared by calls.
+    """One hook's ``tf.function``s with fixed signatures, one per kind of ``args``.
+
+    Made per call, or shared by calls for a user's ``tf.function`` (:func:`_cache_for`).
 
     ``args`` is split into dynamic leaves (tensors and NumPy arrays: inputs of
     the compiled function) and static ones (everything else: baked into the
@@ -553,8 +568,8 @@ minimize = bind(
     tensor="tf.Tensor",
     jac_none=(
         "``None``: the gradient by ``tf.GradientTape`` in a ``tf.function`` traced once "
-        "and reused by later calls with the same ``fun`` and layout "
-        "(``fun`` must be traceable; see the module docstring)."
+        "per call (across calls for a ``fun`` that is itself a ``tf.function``; "
+        "``fun`` must be traceable; see the module docstring)."
     ),
     hess_none=(
         "``None``: Hessian-vector products by autodiff (forward over reverse) where the method uses them."

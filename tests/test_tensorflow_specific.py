@@ -75,53 +75,103 @@ def test_hvp_traced_once_over_newton_cg(monkeypatch):
     np.testing.assert_allclose(res.x["tail"].numpy(), 1.0, atol=1e-6)
 
 
-def test_traces_are_reused_by_later_calls_with_the_same_layout():
+LAM = 0.0  # read by `regularized` at trace time: changed between calls below
+
+
+def regularized(x):
+    return tf.reduce_sum((x["w"] - 1.0) ** 2) + LAM * tf.reduce_sum(x["w"] ** 2)
+
+
+def test_a_global_changed_between_calls_is_seen_by_the_next_call():
+    global LAM
+    try:
+        for LAM in (0.0, 1.0, 10.0):
+            res = minimize(regularized, {"w": tf.zeros([3])}, method="L-BFGS-B")
+            np.testing.assert_allclose(res.x["w"].numpy(), 1.0 / (1.0 + LAM), rtol=1e-4)
+    finally:
+        LAM = 0.0
+
+
+@pytest.mark.parametrize("method", ["L-BFGS-B", "Newton-CG", "Nelder-Mead"])
+def test_a_closure_changed_between_calls_is_seen_by_the_next_call(method):
+    target = [1.0]
+
+    def fun(x):
+        return tf.reduce_sum((x["w"] - target[0]) ** 2)
+
+    cons = [{"type": "ineq", "fun": lambda x: target[0] + 1.0 - x["w"]}]
+    for value in (1.0, 3.0):
+        target[0] = value
+        res = minimize(fun, {"w": tf.zeros([2])}, method=method, options={"maxiter": 2000})
+        np.testing.assert_allclose(res.x["w"].numpy(), value, atol=1e-3)
+        constrained = minimize(fun, {"w": tf.zeros([2])}, method="SLSQP", constraints=cons)
+        np.testing.assert_allclose(constrained.x["w"].numpy(), value, atol=1e-4)
+
+
+def test_a_plain_function_is_traced_once_per_call_and_never_cached():
+    from dict_minimize import tensorflow_api
+
     python_calls = []
 
     def fun(x, scale, offset):
         python_calls.append(1)  # runs only while tracing
         return chained_rosen(x, scale, offset)
 
+    x0 = {"head": tf.fill([6], -1.0), "tail": tf.zeros([2, 3], tf.float32)}
+    functions_before = len(tensorflow_api._CACHE)
+    first = minimize(fun, x0, args=(tf.constant(100.0), 0.0), method="L-BFGS-B")
+    again = minimize(fun, x0, args=(tf.constant(100.0), 0.0), method="L-BFGS-B")
+    assert len(python_calls) == 2  # once per call: what fun reads may have changed in between
+    assert len(tensorflow_api._CACHE) == functions_before
+    np.testing.assert_array_equal(first.x["head"].numpy(), again.x["head"].numpy())
+
+
+def test_a_tf_function_of_the_user_shares_traces_across_calls(monkeypatch):
+    from dict_minimize import tensorflow_api
+
+    made = capture(monkeypatch, "value_and_grad")
+    compiled_fun = tf.function(chained_rosen)
+
     def x0(n=6):
         return {"head": tf.fill([n], -1.0), "tail": tf.zeros([2, 3], tf.float32)}
 
     args = (tf.constant(100.0), 0.0)
-    first = minimize(fun, x0(), args=args, method="L-BFGS-B")
-    again = minimize(fun, x0(), args=(tf.constant(100.0), 0.0), method="L-BFGS-B")
-    assert len(python_calls) == 1  # traced once for both calls
+    functions_before = len(tensorflow_api._CACHE)
+    first = minimize(compiled_fun, x0(), args=args, method="L-BFGS-B")
+    again = minimize(compiled_fun, x0(), args=(tf.constant(100.0), 0.0), method="L-BFGS-B")
+    assert len(tensorflow_api._CACHE) == functions_before + 1
+    assert made[0].compiled is made[1].compiled and made[1].tracing_count() == 1  # one trace, both calls
     np.testing.assert_array_equal(first.x["head"].numpy(), again.x["head"].numpy())
-    minimize(fun, x0(7), args=args, method="L-BFGS-B")  # other shapes: traced again
-    assert len(python_calls) == 2
-    minimize(fun, x0(), args=(tf.constant(100.0), 0.5), method="L-BFGS-B")  # other static arg
-    assert len(python_calls) == 3
-    minimize(fun, {"tail": x0()["tail"], "head": x0()["head"]}, args=args, method="L-BFGS-B")
-    assert len(python_calls) == 4  # same shapes, other key order: another layout
+    minimize(compiled_fun, x0(), args=(tf.constant(100.0), 0.5), method="L-BFGS-B")  # other static arg
+    assert made[2].compiled is made[0].compiled and made[2].tracing_count() == 2
+    minimize(compiled_fun, x0(7), args=args, method="L-BFGS-B")  # other shapes: another layout
+    assert made[3].compiled is not made[0].compiled and made[3].tracing_count() == 1
 
 
-def test_bound_methods_share_traces():
+def test_a_bound_methods_attributes_changed_between_calls_are_seen():
     class Model:
         def __init__(self):
-            self.traces = 0
+            self.traces, self.centre = 0, 3.0
 
         def loss(self, x):
             self.traces += 1
-            return tf.reduce_sum((x["w"] - 3.0) ** 2)
+            return tf.reduce_sum((x["w"] - self.centre) ** 2)
 
     model = Model()
-    for _ in range(2):  # `model.loss` is a new bound-method object each time
+    for centre in (3.0, -1.0):
+        model.centre = centre
         res = minimize(model.loss, {"w": tf.zeros([2])}, method="L-BFGS-B")
-        np.testing.assert_allclose(res.x["w"].numpy(), 3.0, atol=1e-5)
-    assert model.traces == 1
+        np.testing.assert_allclose(res.x["w"].numpy(), centre, atol=1e-5)
+    assert model.traces == 2
 
 
-def test_the_cache_does_not_keep_fun_alive():
+def test_the_cache_does_not_keep_a_tf_function_alive():
     import gc
     import weakref
 
     from dict_minimize import tensorflow_api
 
-    def fun(x):
-        return tf.reduce_sum((x["w"] - 1.0) ** 2)
+    fun = tf.function(lambda x: tf.reduce_sum((x["w"] - 1.0) ** 2))
 
     gc.collect()  # earlier tests' functions that only a collection frees
     functions_before = len(tensorflow_api._CACHE)
