@@ -100,7 +100,7 @@ import numpy as np
 import optree
 
 from .core import Backend, Layout, bind
-from .core.backend import FLOAT_DTYPE_NAMES
+from .core.backend import FLOAT_DTYPE_NAMES, refuse_complex
 from .core.cache import CallCache, CompileCache
 from .core.tree import NAMESPACE, flatten_with_paths, format_path
 
@@ -361,6 +361,7 @@ class JaxBackend(Backend):
         evaluations that hold on to nothing computed from it.
         """
         info: _Info = layout.info
+        refuse_complex(x, self.name)
         host = np.asarray(x, dtype=np.float64).astype(info.transfer, copy=copy)
         if info.shardings is None:
             # A NumPy array goes to JAX's default device inside the jit call
@@ -398,6 +399,7 @@ class JaxBackend(Backend):
 
     def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
         info: _Info = layout.info
+        refuse_complex(x, self.name)
         if info.shardings is not None:
             return self._params(x, layout)
         calls = _split_calls[layout] = _split_calls.get(layout, 0) + 1
@@ -553,6 +555,7 @@ class JaxBackend(Backend):
         def value_and_jac_flat(x: np.ndarray, args: tuple):
             compiled, dynamic = select(args)
             # Constraints are small: always over the flat buffer on one device.
+            refuse_complex(x, self.name)
             host = np.asarray(x, dtype=np.float64).astype(info.transfer)
             c, jac = jax.device_get(compiled(jax.device_put(host, info.device), dynamic))
             c = np.asarray(c).astype(np.float64)

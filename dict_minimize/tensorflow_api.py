@@ -67,6 +67,7 @@ import optree
 import tensorflow as tf
 
 from .core import Backend, Layout, bind
+from .core.backend import refuse_complex
 from .core.cache import CallCache, CompileCache
 from .core.tree import NAMESPACE
 
@@ -156,6 +157,7 @@ class TensorflowBackend(Backend):
         ``copy=False`` lets the tensor share ``x``'s memory on the CPU: only
         for evaluations that hold on to nothing computed from it.
         """
+        refuse_complex(x, self.name)  # every flat vector SciPy hands over comes through here
         # By default a new host array: convert_to_tensor may share its memory on the CPU.
         host = np.array(x, dtype=info.transfer_np, copy=True if copy else None).reshape(-1)
         if info.device is None:  # TensorFlow's default placement: no scope to enter

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .core import Backend, Layout, bind
+from .core.backend import refuse_complex
 
 __all__ = ["load_parameters", "minimize", "parameters"]
 
@@ -80,6 +81,7 @@ class TorchBackend(Backend):
         return flat.cpu().numpy().astype(np.float64)
 
     def _buffer(self, x: np.ndarray, info: _Info, device) -> torch.Tensor:
+        refuse_complex(x, self.name)  # every flat vector SciPy hands over comes through here
         if info.transfer == torch.float32:
             host = np.asarray(x, dtype=np.float32)  # a new array: never aliases x
         else:
