@@ -533,7 +533,7 @@ class JaxBackend(Backend):
             def value_and_jac(buf, dynamic):
                 def flat_value(leaves):
                     tree = layout.unflatten(leaves)
-                    return jnp.ravel(jnp.asarray(fun_ref()(tree, *_rebuild_args(dynamic, static))))
+                    return _flat_output(fun_ref()(tree, *_rebuild_args(dynamic, static)))
 
                 # With respect to the leaves, not the buffer (see _pack).
                 leaves = _split(buf, layout.shapes, layout.dtypes)
@@ -564,7 +564,15 @@ class JaxBackend(Backend):
         return value_and_jac_flat
 
     def vdot(self, v: np.ndarray, c: Any) -> Any:
-        return jnp.sum(jnp.asarray(v) * jnp.ravel(c))
+        return jnp.sum(jnp.asarray(v) * _flat_output(c))
+
+
+def _flat_output(c: Any) -> jax.Array:
+    """A constraint's value as one 1-d array: a (nested) list or tuple is its items raveled, concatenated."""
+    if isinstance(c, (list, tuple)):
+        parts = [_flat_output(v) for v in c]
+        return jnp.concatenate(parts) if parts else jnp.zeros(0)
+    return jnp.ravel(jnp.asarray(c))
 
 
 def _x64_enabled() -> bool:

@@ -318,7 +318,7 @@ class TensorflowBackend(Backend):
         def make(fun_ref):
             def build(rebuild_args):
                 def constraint(buf, args):
-                    return _flat1d(tf.convert_to_tensor(fun_ref()(self._tree(buf, layout), *args)))
+                    return _flat_output(fun_ref()(self._tree(buf, layout), *args))
 
                 def value_and_jac(head, dynamic):
                     (buf,) = head
@@ -354,8 +354,25 @@ class TensorflowBackend(Backend):
         return run
 
     def vdot(self, v: np.ndarray, c: Any) -> tf.Tensor:
-        c = tf.convert_to_tensor(c)
-        return tf.reduce_sum(tf.cast(v, c.dtype) * tf.reshape(c, [-1]))
+        c = _flat_output(c)
+        return tf.reduce_sum(tf.cast(v, c.dtype) * c)
+
+
+def _flat_output(c: Any) -> tf.Tensor:
+    """A constraint's value as one 1-d tensor.
+
+    A (nested) list or tuple is its items raveled and concatenated, in the
+    widest floating dtype among its tensors (TensorFlow does not mix dtypes).
+    """
+    if not isinstance(c, (list, tuple)):
+        return _flat1d(tf.convert_to_tensor(c))
+    parts = [_flat_output(v) if isinstance(v, (list, tuple)) or _is_tf_leaf(v) else v for v in c]
+    tensors = [t for t in parts if isinstance(t, tf.Tensor)]
+    if not tensors:
+        return _flat1d(tf.convert_to_tensor(c))
+    dtype = max((t.dtype for t in tensors if t.dtype.is_floating), key=lambda d: d.size, default=tensors[0].dtype)
+    return tf.concat([_flat1d(_cast(t, dtype)) if isinstance(t, tf.Tensor) else tf.constant([t], dtype)
+                      for t in parts], 0)
 
 
 def _cast(t: tf.Tensor, dtype: tf.DType) -> tf.Tensor:

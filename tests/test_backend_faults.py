@@ -41,3 +41,36 @@ def test_complex_step_is_refused_by_autodiff_backends(ad, where):
         kwargs = {"method": "trust-constr", "constraints": [con]}
     with pytest.raises(ValueError, match=rf"'cs'.*{ad.name}"):
         ad.minimize(fun, x0, options={"maxiter": 5}, **kwargs)
+
+
+# ---- constraints returned as sequences, or not computed from x --------------
+
+
+@pytest.mark.parametrize("form", ["list of scalars", "tuple of vectors"])
+@pytest.mark.parametrize("method", ["SLSQP", "trust-constr"])
+def test_constraint_returned_as_a_sequence(be, form, method):
+    """min |w - 1|^2 subject to w0 + w1 = 0.5 and w2 = 0.25 (as two outputs)."""
+
+    def cons(x):
+        w = x["w"]
+        if form == "list of scalars":
+            return [w[0] + w[1] - 0.5, w[2] - 0.25]
+        return (be.ops.reshape(w[0:1] + w[1:2] - 0.5, (1,)), be.ops.reshape(w[2:3] - 0.25, (1,)))
+
+    res = be.minimize(shifted_square(be), {"w": be.asarray(np.zeros(3))}, method=method,
+                      constraints=[{"type": "eq", "fun": cons}], options={"maxiter": 200})
+    assert res.success, res.message
+    np.testing.assert_allclose(be.to_numpy(res.x["w"]), [0.25, 0.25, 0.25], atol=1e-5)
+
+
+def test_torch_constraint_not_computed_from_x_names_the_constraint():
+    torch = pytest.importorskip("torch")
+    from dict_minimize.torch_api import minimize
+
+    def fun(x):
+        return ((x["w"] - 1.0) ** 2).sum()
+
+    cons = [{"type": "ineq", "fun": lambda x: x["w"][0]},
+            {"type": "eq", "fun": lambda x: x["w"].sum().item() - 1.0}]  # a float: no gradient
+    with pytest.raises(ValueError, match=r"constraints\[1\].*does not depend on x"):
+        minimize(fun, {"w": torch.zeros(3, dtype=torch.float64)}, method="SLSQP", constraints=cons)

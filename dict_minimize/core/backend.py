@@ -31,6 +31,14 @@ Linearize = Callable[[np.ndarray, tuple], Callable[[np.ndarray], np.ndarray]]
 ValueAndJac = Callable[[np.ndarray, tuple], "tuple[np.ndarray, np.ndarray]"]
 
 
+class NotConnected(ValueError):
+    """A function's value does not depend on x through the framework's autodiff.
+
+    Backends raise it from the derivative hooks; the core adds which
+    function it was (``constraints[i]``) where the backend cannot know.
+    """
+
+
 def refuse_complex(x: np.ndarray, backend: str) -> None:
     """``ValueError`` when SciPy hands a backend without complex leaves a complex ``x``.
 

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.optimize import BFGS, LinearConstraint, NonlinearConstraint
 from scipy.sparse.linalg import LinearOperator
 
+from .backend import NotConnected
 from .tree import Layout, flatten_with_paths, is_container
 
 
@@ -49,14 +50,18 @@ def flat_jacobian(backend, layout: Layout, jac: Any, is_leaf, what: str = "const
 class _JacMemo:
     """Constraint value and autodiff Jacobian from one pass, memoized by x."""
 
-    def __init__(self, value_and_jac: Callable, args: tuple):
+    def __init__(self, value_and_jac: Callable, args: tuple, name: str = "a constraint"):
         self._vj = value_and_jac
         self._args = args
+        self._name = name
         self._x = None
 
     def _at(self, x):
         if self._x is None or not np.array_equal(x, self._x):
-            self._c, self._j = self._vj(x, self._args)
+            try:
+                self._c, self._j = self._vj(x, self._args)
+            except NotConnected as e:
+                raise NotConnected(f"{self._name}: {e}") from None
             self._x = np.array(x, dtype=np.float64, copy=True)
 
     def fun(self, x):
@@ -104,7 +109,7 @@ def _translate_one(con, tree_of, backend, layout, is_leaf, index, method):
         and method not in ("cobyla", "cobyqa")  # they use constraint values only
         and (vj := backend.value_and_jac(cfun, layout)) is not None
     ):
-        autodiff = _JacMemo(vj, cargs)
+        autodiff = _JacMemo(vj, cargs, f"constraints[{index}]")
         value, new_jac = autodiff.fun, autodiff.jac
 
     hess = con.hess if isinstance(con, NonlinearConstraint) else None
