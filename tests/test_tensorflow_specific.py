@@ -414,3 +414,21 @@ def test_mnist1d_example_reduced(monkeypatch):
     assert out["nit"] <= 20
     assert out["test_accuracy"] > 0.2  # chance is 0.1
     assert out["final_loss"] < out["initial_loss"]
+
+
+def test_epochs_over_an_infinite_dataset_is_refused():
+    X = np.linspace(0.0, 1.0, 40, dtype=np.float32)
+    endless = tf.data.Dataset.from_tensor_slices(X).batch(10).repeat()
+
+    def loss(w, batch):
+        return tf.reduce_mean((w["m"] - batch) ** 2)
+
+    with pytest.raises(ValueError, match=r"epochs=.*infinite.*repeat"):
+        minimize(loss, {"m": tf.zeros([])}, batches=endless, epochs=1, method="L-BFGS-B")
+    # Bounded by maxiter instead, the same source runs.
+    res = minimize(loss, {"m": tf.zeros([])}, batches=endless, method="L-BFGS-B", options={"maxiter": 6})
+    assert res.nit == 6
+    # A finite dataset counts its epochs: 4 batches a pass, 2 passes.
+    finite = tf.data.Dataset.from_tensor_slices(X).batch(10)
+    res = minimize(loss, {"m": tf.zeros([])}, batches=finite, epochs=2, method="L-BFGS-B")
+    assert res.epochs == 2 and res.nit <= 8 and res.success

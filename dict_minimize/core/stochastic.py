@@ -36,6 +36,12 @@ class BatchFeed:
             raise TypeError(f"batches must be iterable, got {type(source).__name__}") from None
         if epochs is not None and (int(epochs) != epochs or epochs < 1):
             raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        if epochs is not None and _is_infinite(source):
+            raise ValueError(
+                "epochs= cannot be counted over batches that never end: the source says it is "
+                "infinite (a tf.data.Dataset after .repeat() has cardinality INFINITE); drop .repeat() "
+                "to count epochs, or bound the run with options={'maxiter': ...} or max_time="
+            )
         self.source = source
         self.reiterable = self._it is not source
         self.epochs = epochs
@@ -66,6 +72,25 @@ class BatchFeed:
         """Move to the next minibatch (a new epoch when the source runs out)."""
         self.current = self._next()
         return self.current
+
+
+#: What ``cardinality()`` returns for a source that never ends (tf.data's INFINITE_CARDINALITY).
+INFINITE_CARDINALITY = -1
+
+
+def _is_infinite(source: Any) -> bool:
+    """Whether ``source`` says it never ends, through a ``cardinality()`` method (``tf.data``).
+
+    Duck-typed, so the core imports no framework; a source without one (or
+    whose answer is not a number, such as tf.data's UNKNOWN, -2) may end.
+    """
+    probe = getattr(source, "cardinality", None)
+    if not callable(probe):
+        return False
+    try:
+        return int(probe()) == INFINITE_CARDINALITY
+    except (TypeError, ValueError):
+        return False
 
 
 def growing_batches(
