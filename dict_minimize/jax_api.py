@@ -17,8 +17,9 @@ Compilation
     gradient-free methods) the value alone are needed. So ``fun`` must be
     traceable by ``jax.jit`` (no ``float(x)``, no Python branches on values);
     ``jac=True`` and a ``jac`` callable call ``fun`` eagerly instead, and a
-    gradient-free method whose ``fun`` fails to trace (a JAX tracer error)
-    falls back to calling it eagerly. Hessian-vector products linearize the
+    gradient-free method whose ``fun`` fails to trace (a JAX concretization
+    or tracer-conversion error, nothing else) falls back to calling it
+    eagerly, with a ``UserWarning`` naming the cause, once. Hessian-vector products linearize the
     gradient once per point (``jax.linearize`` of ``jax.grad``): the products
     SciPy asks for at that point only run the linear part.
 
@@ -241,8 +242,14 @@ def _scalar_function(fun_ref: Callable, layout: Layout, static: tuple, floating:
     return scalar
 
 
-#: What tracing a function that needs concrete values raises.
-_TRACER_ERRORS = (jax.errors.JAXTypeError, jax.errors.JAXIndexError)
+#: What tracing raises for code that needs concrete values (``float(x)``,
+#: ``np.asarray(x)``, a Python ``if`` on a value, a boolean mask), and nothing else.
+_TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,  # TracerBoolConversionError is one
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.NonConcreteBooleanIndexError,
+)
 
 
 # ---- the flat buffer on the device ---------------------------------------
@@ -463,9 +470,15 @@ class JaxBackend(Backend):
                 compiled, dynamic = select(args)
                 try:
                     return float(compiled(self._params(x, layout, copy=False), dynamic))
-                except _TRACER_ERRORS:
-                    # Gradient-free methods need no tracing: call fun as it is.
+                except _TRACER_ERRORS as e:
+                    # Gradient-free methods need no tracing: call fun as it is, and say so once.
                     eager = True
+                    warnings.warn(
+                        f"fun could not be traced by jax.jit ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                        "this gradient-free run calls it eagerly at every evaluation instead, which is slower",
+                        UserWarning,
+                        stacklevel=2,
+                    )
             return self.to_scalar(fun(layout.unflatten(self.from_flat(x, layout)), *args))
 
         return value

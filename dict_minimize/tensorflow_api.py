@@ -12,9 +12,13 @@ with a fixed ``input_signature``, so ``fun`` must be traceable: TensorFlow
 ops on its inputs, no ``.numpy()``. (To debug it eagerly, call
 ``tf.config.run_functions_eagerly(True)``: everything still works, slower.)
 Its Python body runs when it is traced, not at every evaluation. A
-gradient-free method whose ``fun`` cannot be traced (it raises a
-``TypeError``, ``AttributeError`` or ``NotImplementedError`` while tracing,
-as ``.numpy()`` or ``float(x)`` do) calls ``fun`` eagerly instead.
+gradient-free method whose ``fun`` cannot be traced (``.numpy()`` on a
+symbolic tensor, NumPy on one, a Python ``bool`` of one) calls ``fun``
+eagerly instead, with a ``UserWarning`` naming the cause, once; any other
+error comes out as it is. Elsewhere those tracing errors come out with a
+hint. An exception of the user's own raised in ``fun`` or a constraint,
+while tracing or running, reaches the caller with its own class and
+message (autograph's annotated copy is dropped).
 
 Traces are made once per ``minimize`` call: every evaluation of the call
 reuses them, and the next call traces ``fun`` again, since what ``fun``
@@ -57,6 +61,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -235,10 +240,12 @@ class TensorflowBackend(Backend):
             if not eager:
                 try:
                     return float(run.evaluate((self._buffer(x, info, copy=False),), args).numpy())
-                except _TRACE_ERRORS:
-                    # Only tracing raises these (a graph fails with tf.errors).
-                    # Gradient-free methods need no tracing: call fun as it is.
+                except Exception as e:  # noqa: BLE001 - only tracing pitfalls fall back
+                    if not _untraceable(e):
+                        raise
+                    # Gradient-free methods need no tracing: call fun as it is, and say so once.
                     eager = True
+                    _warn_eager(e)
             return self.to_scalar(fun(layout.unflatten(self.from_flat(x, layout)), *args))
 
         run.runner = value
@@ -403,18 +410,80 @@ def _scalar(value: Any, check: bool = True) -> tf.Tensor:
     return tf.reshape(value, [])
 
 
+def _warn_eager(cause: BaseException) -> None:
+    cause = cause.__cause__ if cause.__cause__ is not None else cause
+    warnings.warn(
+        f"fun could not be traced by tf.function ({type(cause).__name__}: {cause}); this gradient-free "
+        "run calls it eagerly at every evaluation instead, which is slower",
+        UserWarning,
+        stacklevel=2,
+    )
+
+
 def _connected(grad: Any) -> tf.Tensor:
     if grad is None:
         raise ValueError(
             "fun's value does not depend on x through TensorFlow ops (was it a constant, "
-            "or computed with NumPy or under tf.stop_gradient?)"
+            f"or computed with NumPy or under tf.stop_gradient?); {ASSIGN_HINT}"
         )
     return tf.convert_to_tensor(grad)  # IndexedSlices (from gathers) become dense
 
 
-#: What tracing a function that needs concrete values raises (``.numpy()``,
-#: ``float(x)``, NumPy on a symbolic tensor).
-_TRACE_ERRORS = (TypeError, AttributeError, NotImplementedError)
+EAGER_HINT = (
+    "fun is traced by tf.function, so its tensors are symbolic: use TensorFlow ops, not .numpy(), "
+    "float(x) or NumPy, on them; to debug fun eagerly, call tf.config.run_functions_eagerly(True)"
+)
+ASSIGN_HINT = (
+    "assigning x to variables (variable.assign(...)) cuts the gradient: evaluate a Keras model "
+    "on x with model.stateless_call, x0 = keras_parameters(model)"
+)
+
+
+_EAGER_TENSOR = type(tf.constant(0.0))
+
+
+def _unwrapped(error: BaseException) -> BaseException:
+    """The exception user code raised, where autograph re-raised a copy of it.
+
+    Autograph raises a new exception (of the same class with an annotated
+    message, or a ``StagingError`` when the class cannot be rebuilt from a
+    message) whose ``__context__`` is the original: the copy and the
+    original share one ``ag_error_metadata`` object, which tells them apart
+    from an exception the user raised while handling another.
+    """
+    while True:
+        metadata = getattr(error, "ag_error_metadata", None)
+        source = error.__context__
+        if metadata is None or source is None or getattr(source, "ag_error_metadata", None) is not metadata:
+            return error
+        error = source
+
+
+def _untraceable(error: BaseException) -> bool:
+    """Whether ``error`` is what tracing raises for code that needs concrete values."""
+    if isinstance(error, tf.errors.OperatorNotAllowedInGraphError):  # Python bool of a tensor
+        return True
+    if isinstance(error, AttributeError):  # .numpy() on a symbolic tensor: what only eager tensors have
+        return isinstance(getattr(error, "obj", None), tf.Tensor) and hasattr(_EAGER_TENSOR, error.name or "")
+    if isinstance(error, (NotImplementedError, TypeError)):  # NumPy, float() on a symbolic tensor
+        return "symbolic" in str(error).lower()
+    return False
+
+
+def _explained(error: BaseException) -> BaseException:
+    """``error`` with a hint when it is a tracing pitfall; the user's own exceptions as they are."""
+    if not _untraceable(error) or EAGER_HINT in str(error):
+        return error
+    message = f"{error} ({EAGER_HINT})"
+    if isinstance(error, AttributeError):
+        hinted = AttributeError(message, name=error.name, obj=error.obj)
+    else:
+        try:
+            hinted = type(error)(message)
+        except Exception:  # noqa: BLE001 - a class that cannot take a message: leave it
+            return error
+    hinted.__cause__ = error
+    return hinted
 
 
 # ---- compiled functions: per call, or across calls for a tf.function -------
@@ -519,10 +588,16 @@ class _Compiled:
             return concrete[0](head, dynamic)
 
         def call(head: tuple, dynamic: tuple):
-            if self._device is None:  # TensorFlow's default placement: no scope to enter
-                return run(head, dynamic)
-            with tf.device(self._device):
-                return run(head, dynamic)
+            try:
+                if self._device is None:  # TensorFlow's default placement: no scope to enter
+                    return run(head, dynamic)
+                with tf.device(self._device):
+                    return run(head, dynamic)
+            except Exception as e:  # noqa: BLE001 - re-raised: the user's own, or with a hint
+                error = _explained(_unwrapped(e))
+                if error is e:
+                    raise
+            raise error  # outside the handler: the user's exception keeps its own context
 
         return function, call
 

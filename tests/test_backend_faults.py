@@ -74,3 +74,66 @@ def test_torch_constraint_not_computed_from_x_names_the_constraint():
             {"type": "eq", "fun": lambda x: x["w"].sum().item() - 1.0}]  # a float: no gradient
     with pytest.raises(ValueError, match=r"constraints\[1\].*does not depend on x"):
         minimize(fun, {"w": torch.zeros(3, dtype=torch.float64)}, method="SLSQP", constraints=cons)
+
+
+# ---- the user's own exceptions keep their class and message -----------------
+
+
+class PickyError(Exception):
+    """A user exception whose constructor takes other arguments than one message."""
+
+    def __init__(self, code, detail):
+        super().__init__(f"code {code}: {detail}")
+        self.code = code
+
+
+class PlainError(Exception):
+    pass
+
+
+def _backend_and_point(ad):
+    import importlib
+
+    from dict_minimize.core.driver import build_layout
+
+    backend = importlib.import_module(f"dict_minimize.{ad.name}_api")._BACKEND
+    layout, leaves = build_layout(backend, {"w": ad.asarray(np.zeros(3))})
+    return backend, layout, backend.to_flat(leaves, layout)
+
+
+@pytest.mark.parametrize("error", [PickyError(7, "bad input"), PlainError("plain")])
+@pytest.mark.parametrize("hook", ["value", "value_and_grad", "linearize_grad", "value_and_jac"])
+def test_user_exceptions_from_every_hook_keep_class_and_message(ad, hook, error):
+    backend, layout, x = _backend_and_point(ad)
+
+    def fun(tree, *args):
+        raise error
+
+    made = getattr(backend, hook)(fun, layout)
+    if made is None:  # no such hook here (PyTorch's value is the driver's eager call)
+        pytest.skip(f"{ad.name} has no {hook} hook")
+    with pytest.raises(type(error)) as caught:
+        out = made(x, ())
+        if hook == "linearize_grad":
+            out(np.ones_like(x))  # TensorFlow traces at the first product
+    assert type(caught.value) is type(error)
+    assert str(caught.value) == str(error)
+    if isinstance(error, PickyError):
+        assert caught.value.code == 7
+
+
+@pytest.mark.parametrize("where", ["fun", "constraint"])
+def test_user_exceptions_reach_the_caller_of_minimize(ad, where):
+    def fun(x):
+        if where == "fun":
+            raise PickyError(3, "from fun")
+        return ad.ops.sum(x["w"] ** 2)
+
+    def con(x):
+        if where == "constraint":
+            raise PickyError(3, "from the constraint")
+        return x["w"]
+
+    with pytest.raises(PickyError, match=f"^code 3: from (the )?{where}"):
+        ad.minimize(fun, {"w": ad.asarray(np.zeros(3))}, method="SLSQP",
+                    constraints=[{"type": "ineq", "fun": con}])

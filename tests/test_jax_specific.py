@@ -268,10 +268,27 @@ def test_gradient_free_methods_fall_back_to_eager_for_untraceable_fun():
         w = np.asarray(x["w"])  # a tracer error under jax.jit
         return float(np.sum((w - 2.0) ** 2))
 
-    res = minimize(fun, {"w": jnp.zeros(2)}, method="Powell")
+    with pytest.warns(UserWarning, match=r"could not be traced.*TracerArrayConversionError.*eagerly") as seen:
+        res = minimize(fun, {"w": jnp.zeros(2)}, method="Powell")
     np.testing.assert_allclose(np.asarray(res.x["w"]), 2.0, atol=1e-4)
     assert traced[0] and not any(traced[1:])  # one failed trace, then every evaluation eagerly
     assert len(traced) > 10
+    assert sum("could not be traced" in str(w.message) for w in seen) == 1  # said once
+
+
+def test_other_errors_while_tracing_do_not_fall_back():
+    class Mistake(TypeError):
+        pass
+
+    def fun(x):
+        raise Mistake("the user's own TypeError")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback warning: the error itself comes out
+        with pytest.raises(Mistake, match="the user's own TypeError"):
+            minimize(fun, {"w": jnp.zeros(2)}, method="Nelder-Mead")
+    with pytest.raises(TypeError):
+        minimize(lambda x: jnp.sum(x["w"]) + "a", {"w": jnp.zeros(2)}, method="Nelder-Mead")
 
 
 def test_fun_must_return_a_scalar():

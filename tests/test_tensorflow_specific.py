@@ -209,10 +209,49 @@ def test_gradient_free_methods_fall_back_to_eager_for_untraceable_fun():
         eager.append(tf.executing_eagerly())
         return float(np.sum((x["w"].numpy() - 2.0) ** 2))  # .numpy(): impossible in a trace
 
-    res = minimize(fun, {"w": tf.zeros([2])}, method="Powell")
+    with pytest.warns(UserWarning, match=r"could not be traced.*AttributeError.*numpy.*eagerly") as seen:
+        res = minimize(fun, {"w": tf.zeros([2])}, method="Powell")
     np.testing.assert_allclose(res.x["w"].numpy(), 2.0, atol=1e-4)
     assert not eager[0] and all(eager[1:])  # one failed trace, then every evaluation eagerly
     assert len(eager) > 10
+    assert sum("could not be traced" in str(w.message) for w in seen) == 1  # said once
+
+
+@pytest.mark.parametrize("bug", ["TypeError", "AttributeError", "NotImplementedError"])
+def test_errors_that_are_not_tracing_pitfalls_do_not_fall_back(bug):
+    def fun(x):
+        if bug == "TypeError":
+            return x["w"] + "a"  # a real bug: eager execution would fail too
+        if bug == "AttributeError":
+            return tf.reduce_sum(x["w"]).no_such_method()
+        raise NotImplementedError("the user's own unfinished branch")
+
+    import warnings
+
+    error = {"TypeError": TypeError, "AttributeError": AttributeError, "NotImplementedError": NotImplementedError}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback warning: the error itself comes out
+        with pytest.raises(error[bug]):
+            minimize(fun, {"w": tf.zeros([2])}, method="Nelder-Mead")
+
+
+def test_numpy_in_a_traced_objective_gets_a_hint():
+    with pytest.raises(AttributeError, match=r"numpy.*run_functions_eagerly\(True\)"):
+        minimize(lambda x: tf.reduce_sum(x["w"].numpy()), {"w": tf.zeros([2])}, method="L-BFGS-B")
+
+
+def test_assigning_x_to_keras_variables_gets_a_hint():
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    X = tf.ones([4, 3])
+
+    def loss(params):
+        for variable, value in zip(model.trainable_variables, params.values()):
+            variable.assign(value)  # cuts the gradient from params
+        return tf.reduce_mean(model(X) ** 2)
+
+    with pytest.raises(ValueError, match=r"does not depend on x.*variable\.assign.*stateless_call"):
+        minimize(loss, keras_parameters(model), method="L-BFGS-B")
 
 
 def test_variables_untouched_and_results_are_tensors_with_x0_dtypes():
