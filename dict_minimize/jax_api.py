@@ -269,6 +269,14 @@ def _concat(leaves: list, dtype: Any) -> jax.Array:
     return jnp.concatenate([jnp.ravel(jnp.asarray(v)).astype(dtype) for v in leaves])
 
 
+def _flat_output(c: Any) -> jax.Array:
+    """A constraint's value as one 1-d array: a (nested) list or tuple is its items raveled, concatenated."""
+    if isinstance(c, (list, tuple)):
+        parts = [_flat_output(v) for v in c]
+        return jnp.concatenate(parts) if parts else jnp.zeros(0)
+    return jnp.ravel(jnp.asarray(c))
+
+
 _split_jit = jax.jit(_split, static_argnums=(1, 2))
 _concat_jit = jax.jit(_concat, static_argnums=1)
 
@@ -368,7 +376,7 @@ class JaxBackend(Backend):
         evaluations that hold on to nothing computed from it.
         """
         info: _Info = layout.info
-        refuse_complex(x, self.name)
+        refuse_complex(x, "jax")
         host = np.asarray(x, dtype=np.float64).astype(info.transfer, copy=copy)
         if info.shardings is None:
             # A NumPy array goes to JAX's default device inside the jit call
@@ -406,7 +414,7 @@ class JaxBackend(Backend):
 
     def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
         info: _Info = layout.info
-        refuse_complex(x, self.name)
+        refuse_complex(x, "jax")
         if info.shardings is not None:
             return self._params(x, layout)
         calls = _split_calls[layout] = _split_calls.get(layout, 0) + 1
@@ -568,7 +576,7 @@ class JaxBackend(Backend):
         def value_and_jac_flat(x: np.ndarray, args: tuple):
             compiled, dynamic = select(args)
             # Constraints are small: always over the flat buffer on one device.
-            refuse_complex(x, self.name)
+            refuse_complex(x, "jax")
             host = np.asarray(x, dtype=np.float64).astype(info.transfer)
             c, jac = jax.device_get(compiled(jax.device_put(host, info.device), dynamic))
             c = np.asarray(c).astype(np.float64)
@@ -577,15 +585,7 @@ class JaxBackend(Backend):
         return value_and_jac_flat
 
     def vdot(self, v: np.ndarray, c: Any) -> Any:
-        return jnp.sum(jnp.asarray(v) * _flat_output(c))
-
-
-def _flat_output(c: Any) -> jax.Array:
-    """A constraint's value as one 1-d array: a (nested) list or tuple is its items raveled, concatenated."""
-    if isinstance(c, (list, tuple)):
-        parts = [_flat_output(v) for v in c]
-        return jnp.concatenate(parts) if parts else jnp.zeros(0)
-    return jnp.ravel(jnp.asarray(c))
+        return jnp.sum(jnp.asarray(v) * jnp.ravel(c))
 
 
 def _x64_enabled() -> bool:

@@ -162,7 +162,7 @@ class TensorflowBackend(Backend):
         ``copy=False`` lets the tensor share ``x``'s memory on the CPU: only
         for evaluations that hold on to nothing computed from it.
         """
-        refuse_complex(x, self.name)  # every flat vector SciPy hands over comes through here
+        refuse_complex(x, "tensorflow")  # every flat vector SciPy hands over comes through here
         # By default a new host array: convert_to_tensor may share its memory on the CPU.
         host = np.array(x, dtype=info.transfer_np, copy=True if copy else None).reshape(-1)
         if info.device is None:  # TensorFlow's default placement: no scope to enter
@@ -361,8 +361,17 @@ class TensorflowBackend(Backend):
         return run
 
     def vdot(self, v: np.ndarray, c: Any) -> tf.Tensor:
-        c = _flat_output(c)
-        return tf.reduce_sum(tf.cast(v, c.dtype) * c)
+        c = tf.convert_to_tensor(c)
+        return tf.reduce_sum(tf.cast(v, c.dtype) * tf.reshape(c, [-1]))
+
+
+def _cast(t: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    return t if t.dtype == dtype else tf.cast(t, dtype)
+
+
+def _flat1d(t: tf.Tensor) -> tf.Tensor:
+    """``t`` raveled; no op when it is already 1-d."""
+    return t if t.shape.rank == 1 else tf.reshape(t, [-1])
 
 
 def _flat_output(c: Any) -> tf.Tensor:
@@ -380,15 +389,6 @@ def _flat_output(c: Any) -> tf.Tensor:
     dtype = max((t.dtype for t in tensors if t.dtype.is_floating), key=lambda d: d.size, default=tensors[0].dtype)
     return tf.concat([_flat1d(_cast(t, dtype)) if isinstance(t, tf.Tensor) else tf.constant([t], dtype)
                       for t in parts], 0)
-
-
-def _cast(t: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
-    return t if t.dtype == dtype else tf.cast(t, dtype)
-
-
-def _flat1d(t: tf.Tensor) -> tf.Tensor:
-    """``t`` raveled; no op when it is already 1-d."""
-    return t if t.shape.rank == 1 else tf.reshape(t, [-1])
 
 
 def _scalar(value: Any, check: bool = True) -> tf.Tensor:

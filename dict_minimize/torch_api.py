@@ -30,6 +30,31 @@ class _Info:
     uniform: bool  # every leaf has the transfer dtype
 
 
+def _flat_output(c: Any) -> torch.Tensor:
+    """A constraint's value as one 1-d tensor, keeping autograd.
+
+    A tensor is raveled; a (nested) list or tuple holding tensors is the
+    concatenation of its raveled items (numbers among them become tensors
+    of the items' dtype); anything else is read as an array.
+    """
+    if isinstance(c, torch.Tensor):
+        return c.reshape(-1)
+    if isinstance(c, (list, tuple)) and _holds_tensor(c):
+        parts = [_flat_output(v) if isinstance(v, (torch.Tensor, list, tuple)) else v for v in c]
+        tensors = [t for t in parts if isinstance(t, torch.Tensor)]
+        dtype, device = tensors[0].dtype, tensors[0].device
+        for t in tensors[1:]:
+            dtype = torch.promote_types(dtype, t.dtype)
+        parts = [t.to(dtype) if isinstance(t, torch.Tensor) else torch.tensor([float(t)], dtype=dtype, device=device)
+                 for t in parts]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=device)
+    return torch.as_tensor(np.asarray(c, dtype=np.float64)).reshape(-1)
+
+
+def _holds_tensor(seq: Any) -> bool:
+    return any(isinstance(v, torch.Tensor) or (isinstance(v, (list, tuple)) and _holds_tensor(v)) for v in seq)
+
+
 class TorchBackend(Backend):
     """Leaves are ``torch.Tensor`` (Parameters too); NumPy arrays and floats become tensors."""
 
@@ -81,7 +106,7 @@ class TorchBackend(Backend):
         return flat.cpu().numpy().astype(np.float64)
 
     def _buffer(self, x: np.ndarray, info: _Info, device) -> torch.Tensor:
-        refuse_complex(x, self.name)  # every flat vector SciPy hands over comes through here
+        refuse_complex(x, "torch")  # every flat vector SciPy hands over comes through here
         if info.transfer == torch.float32:
             host = np.asarray(x, dtype=np.float32)  # a new array: never aliases x
         else:
@@ -246,33 +271,8 @@ class TorchBackend(Backend):
         return value_and_jac
 
     def vdot(self, v: np.ndarray, c: Any) -> torch.Tensor:
-        c = _flat_output(c)
-        return (torch.as_tensor(np.asarray(v), dtype=c.dtype, device=c.device) * c).sum()
-
-
-def _flat_output(c: Any) -> torch.Tensor:
-    """A constraint's value as one 1-d tensor, keeping autograd.
-
-    A tensor is raveled; a (nested) list or tuple holding tensors is the
-    concatenation of its raveled items (numbers among them become tensors
-    of the items' dtype); anything else is read as an array.
-    """
-    if isinstance(c, torch.Tensor):
-        return c.reshape(-1)
-    if isinstance(c, (list, tuple)) and _holds_tensor(c):
-        parts = [_flat_output(v) if isinstance(v, (torch.Tensor, list, tuple)) else v for v in c]
-        tensors = [t for t in parts if isinstance(t, torch.Tensor)]
-        dtype, device = tensors[0].dtype, tensors[0].device
-        for t in tensors[1:]:
-            dtype = torch.promote_types(dtype, t.dtype)
-        parts = [t.to(dtype) if isinstance(t, torch.Tensor) else torch.tensor([float(t)], dtype=dtype, device=device)
-                 for t in parts]
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=device)
-    return torch.as_tensor(np.asarray(c, dtype=np.float64)).reshape(-1)
-
-
-def _holds_tensor(seq: Any) -> bool:
-    return any(isinstance(v, torch.Tensor) or (isinstance(v, (list, tuple)) and _holds_tensor(v)) for v in seq)
+        c = torch.as_tensor(c)
+        return (torch.as_tensor(np.asarray(v), dtype=c.dtype, device=c.device) * c.reshape(-1)).sum()
 
 
 def parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:

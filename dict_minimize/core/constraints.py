@@ -12,6 +12,7 @@ are over the flat vector (see :mod:`dict_minimize.core.tree` for its order).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -151,7 +152,7 @@ def _is_default_hess(hess) -> bool:
 def _autodiff_hess(backend, cfun, cargs, layout):
     """trust-constr's ``hess(x, v)``: a LinearOperator of HVPs of ``v . c(x)``."""
     def lagrangian(tree, v, *a):
-        return backend.vdot(v, cfun(tree, *a))
+        return _vdot(backend, v, cfun(tree, *a))
 
     linearize = backend.linearize_grad(lagrangian, layout)
     if linearize is None:
@@ -163,6 +164,28 @@ def _autodiff_hess(backend, cfun, cargs, layout):
         return LinearOperator((n, n), matvec=hvp, dtype=np.float64)
 
     return hess
+
+
+def _size(c: Any) -> int:
+    """Elements in a constraint value: a tensor's (from its shape, also while traced) or a sequence's."""
+    if isinstance(c, (list, tuple)):
+        return sum(_size(item) for item in c)
+    return math.prod(int(d) for d in getattr(c, "shape", ()))
+
+
+def _vdot(backend, v: np.ndarray, c: Any) -> Any:
+    """``v . c`` in the framework, for a value that may be a (nested) list or tuple of tensors.
+
+    A sequence counts as its items raveled and concatenated, as SciPy sees it.
+    """
+    if not isinstance(c, (list, tuple)):
+        return backend.vdot(v, c)
+    total, start = 0.0, 0
+    for item in c:
+        size = _size(item)
+        total = total + _vdot(backend, v[start:start + size], item)
+        start += size
+    return total
 
 
 def _flat_side(side):
