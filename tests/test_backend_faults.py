@@ -137,3 +137,42 @@ def test_user_exceptions_reach_the_caller_of_minimize(ad, where):
     with pytest.raises(PickyError, match=f"^code 3: from (the )?{where}"):
         ad.minimize(fun, {"w": ad.asarray(np.zeros(3))}, method="SLSQP",
                     constraints=[{"type": "ineq", "fun": con}])
+
+
+# ---- errors that say what to fix --------------------------------------------
+
+
+def test_bounds_naming_an_unknown_key_list_the_keys_x0_has(be):
+    x0 = {"0.weight": be.asarray(np.zeros(2)), "0.bias": be.asarray(np.zeros(1))}
+    with pytest.raises(ValueError, match=r"x0\['weight'\].*x0 has keys '0\.weight', '0\.bias'"):
+        be.minimize(lambda x: be.ops.sum(x["0.weight"] ** 2), x0, bounds={"weight": (0.0, 1.0)})
+
+
+def test_per_element_pairs_for_one_key_get_a_hint(be):
+    x0 = {"w": be.asarray(np.full(2, 0.5))}
+    for pairs in ([(0, 1), (0, 2)], [(0, 1), (0, 2), (0, 3)]):
+        with pytest.raises(ValueError, match=r"x0\['w'\].*\(lb_array, ub_array\)"):
+            be.minimize(lambda x: be.ops.sum(x["w"] ** 2), x0, method="L-BFGS-B", bounds={"w": pairs})
+    # The pair of arrays it suggests is read per element.
+    res = be.minimize(lambda x: be.ops.sum((x["w"] - 3.0) ** 2), x0, method="L-BFGS-B",
+                      bounds={"w": (np.array([0.0, 0.0]), np.array([1.0, 2.0]))})
+    np.testing.assert_allclose(be.to_numpy(res.x["w"]), [1.0, 2.0])
+
+
+def test_a_constraint_jac_pytree_missing_a_leaf_names_it(be):
+    x0 = {"a": be.asarray(np.zeros(2)), "b": be.asarray(np.zeros(1))}
+
+    def jac(x):
+        return {"a": np.ones((1, 2))}  # no "b"
+
+    cons = {"type": "eq", "fun": lambda x: be.ops.reshape(be.ops.sum(x["a"]) + be.ops.sum(x["b"]) - 1.0, (1,)),
+            "jac": jac}
+    with pytest.raises(ValueError, match=r"constraint jac.*x0\['b'\]"):
+        be.minimize(lambda x: be.ops.sum(x["a"] ** 2) + be.ops.sum(x["b"] ** 2), x0, method="SLSQP",
+                    constraints=cons)
+
+
+@pytest.mark.parametrize("progress", ["yes", 0.5, [True]])
+def test_progress_of_the_wrong_type_is_a_type_error(be, progress):
+    with pytest.raises(TypeError, match="progress"):
+        be.minimize(shifted_square(be), {"w": be.asarray(np.zeros(3))}, progress=progress)

@@ -21,7 +21,7 @@ from scipy.optimize import BFGS, LinearConstraint, NonlinearConstraint
 from scipy.sparse.linalg import LinearOperator
 
 from .backend import NotConnected
-from .tree import Layout, flatten_with_paths, is_container
+from .tree import Layout, flatten_with_paths, format_path, is_container
 
 
 def flat_vector(backend, value: Any) -> np.ndarray:
@@ -34,7 +34,12 @@ def flat_jacobian(backend, layout: Layout, jac: Any, is_leaf, what: str = "const
     if is_container(jac):
         paths, leaves, _ = flatten_with_paths(jac, is_leaf)
         if len(leaves) != len(layout.shapes):
-            raise ValueError(f"{what} has {len(leaves)} leaves; x0 has {len(layout.shapes)}")
+            given = {format_path(p) for p in paths}
+            missing = [p for p in layout.paths if p not in given]
+            extra = sorted(given - set(layout.paths))
+            detail = f"; it has no {', '.join(missing[:3])}" if missing else ""
+            detail += f"; x0 has no {', '.join(extra[:3])}" if extra else ""
+            raise ValueError(f"{what} has {len(leaves)} leaves; x0 has {len(layout.shapes)}{detail}")
         blocks = []
         for path, leaf, size in zip(layout.paths, leaves, layout.sizes):
             arr = np.asarray(backend.to_numpy(leaf), dtype=np.float64)
