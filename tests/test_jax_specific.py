@@ -626,3 +626,36 @@ def test_mnist1d_example_reduced(monkeypatch):
     out = _example("mnist1d_mlp_jax").main(n_train=400, maxiter=30, verbose=False)
     assert out["nit"] <= 30 and out["final_loss"] < 0.7 * out["initial_loss"]
     assert out["test_accuracy"] > 0.2  # chance is 0.1
+
+
+# ---- growing batches: a bounded number of compilations ----------------------
+
+
+def _growing_run(**schedule):
+    from dict_minimize import growing_batches
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(512, 3)).astype(np.float32)
+    y = (X @ np.array([1.0, -2.0, 0.5]) + rng.normal(scale=0.3, size=512)).astype(np.float32)
+    sizes = []
+
+    def batches():
+        for i in growing_batches(len(X), 32, growth=1.1, seed=0, **schedule):
+            sizes.append(len(i))
+            yield X[i], y[i]
+
+    fun = Counted(lambda w, batch: jnp.mean((batch[0] @ w["w"] - batch[1]) ** 2))
+    res = minimize(fun, {"w": jnp.zeros(3)}, method="L-BFGS-B", batches=batches(), options={"maxiter": 30})
+    return res, fun.calls, sizes
+
+
+def test_growing_batches_in_buckets_compile_once_per_bucket():
+    res, traces, sizes = _growing_run(bucket=2.0)
+    assert res.nit == 30
+    assert set(sizes) <= {32, 64, 128, 256, 512}
+    # One trace per distinct batch shape evaluated (the last batch drawn may go unused).
+    assert 3 <= traces <= len(set(sizes)) <= 5
+    np.testing.assert_allclose(np.asarray(res.x["w"]), [1.0, -2.0, 0.5], atol=0.1)
+    # Without buckets every iteration brings a new shape, and a new trace.
+    _, traces_unbucketed, sizes_unbucketed = _growing_run()
+    assert len(set(sizes_unbucketed)) - 1 <= traces_unbucketed and traces_unbucketed >= 25
