@@ -153,6 +153,10 @@ def test_per_element_pairs_for_one_key_get_a_hint(be):
     for pairs in ([(0, 1), (0, 2)], [(0, 1), (0, 2), (0, 3)]):
         with pytest.raises(ValueError, match=r"x0\['w'\].*\(lb_array, ub_array\)"):
             be.minimize(lambda x: be.ops.sum(x["w"] ** 2), x0, method="L-BFGS-B", bounds={"w": pairs})
+    # For a flat x0 a wrong count of pairs is SciPy's own error, as from SciPy.
+    with pytest.raises(ValueError, match="The number of bounds is not compatible with the length of `x0`"):
+        be.minimize(lambda x: be.ops.sum(x ** 2), be.asarray(np.zeros(3)), method="L-BFGS-B",
+                    bounds=[(0, 1), (0, 2)])
     # The pair of arrays it suggests is read per element.
     res = be.minimize(lambda x: be.ops.sum((x["w"] - 3.0) ** 2), x0, method="L-BFGS-B",
                       bounds={"w": (np.array([0.0, 0.0]), np.array([1.0, 2.0]))})

@@ -175,6 +175,12 @@ def make_bounds(
         for path, pair in zip(layout.paths, pairs):
             if pair is None:
                 pair = (None, None)
+            if _per_element_pairs(pair) and not is_container(x0):
+                # SciPy's flat form with the wrong count: SciPy's message.
+                raise ValueError(
+                    "The number of bounds is not compatible with the length of `x0`. "
+                    f"x0 has {n} elements; the bounds have {len(pair)}."
+                )
             if _per_element_pairs(pair):
                 # Ambiguous at two elements ((0, 1) read as lb, (0, 2) as ub): never guess.
                 raise ValueError(f"bounds for {path} are a list of (lb, ub) pairs; {PAIRS_HINT}")
