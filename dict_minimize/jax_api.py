@@ -306,8 +306,6 @@ def _host_float64(array: Any) -> np.ndarray:
 class JaxBackend(Backend):
     """Leaves are ``jax.Array``; NumPy arrays and Python floats become arrays."""
 
-    name = "jax"
-
     # ---- leaves -----------------------------------------------------------
 
     def prepare_x0(self, x0: Any) -> Any:

@@ -22,8 +22,6 @@ __all__ = ["minimize"]
 class NumpyBackend(Backend):
     """Leaves are NumPy arrays (and Python floats); the flat vector is theirs."""
 
-    name = "numpy"
-
     def prepare_x0(self, x0: Any) -> Any:
         # Drop-in: what NumPy reads as one numeric array is one leaf, as in SciPy.
         if isinstance(x0, (list, tuple)) and not hasattr(x0, "_fields"):

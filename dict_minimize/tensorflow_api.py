@@ -115,8 +115,6 @@ class _Info:
 class TensorflowBackend(Backend):
     """Leaves: ``tf.Tensor``, ``tf.Variable`` and Keras variables (read, never assigned), arrays, floats."""
 
-    name = "tensorflow"
-
     def is_leaf(self, obj: Any) -> bool:
         return _is_tf_leaf(obj)
 

@@ -58,8 +58,6 @@ def _holds_tensor(seq: Any) -> bool:
 class TorchBackend(Backend):
     """Leaves are ``torch.Tensor`` (Parameters too); NumPy arrays and floats become tensors."""
 
-    name = "torch"
-
     def leaf_shape_dtype(self, leaf: Any, path: str):
         if isinstance(leaf, torch.Tensor):
             if leaf.dtype not in _FLOATS:

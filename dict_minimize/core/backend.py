@@ -55,15 +55,20 @@ def refuse_complex(x: np.ndarray, backend: str) -> None:
         )
 
 
+class NotScalarError(ValueError, TypeError):
+    """The objective returned more than one value.
+
+    SciPy raises ``ValueError`` for this in most methods and COBYQA raises
+    ``TypeError``: this is both, so drop-in users catch what they caught.
+    """
+
+
 class Backend(abc.ABC):
     """Base class of the framework backends; the defaults are NumPy's.
 
     Subclasses override the conversions and, where the framework has
     autodiff, the derivative hooks.
     """
-
-    #: Short name used in messages and tests.
-    name = "numpy"
 
     # ---- leaves -----------------------------------------------------------
 
@@ -105,7 +110,7 @@ class Backend(abc.ABC):
         """The objective's value as a Python float; ``ValueError`` if not one element."""
         arr = self.to_numpy(value)
         if arr.size != 1:
-            raise ValueError(
+            raise NotScalarError(
                 "The user-provided objective function must return a scalar value. "
                 f"fun returned shape {tuple(arr.shape)}; it must be a float or a tensor with one element."
             )

@@ -40,16 +40,17 @@ def _is_scalar(obj: Any) -> bool:
     return obj is None or (not is_container(obj) and np.ndim(obj) == 0)
 
 
+def _is_pair(b: Any) -> bool:
+    if isinstance(b, np.ndarray):
+        return b.shape == (2,)
+    return isinstance(b, (list, tuple)) and len(b) == 2 and all(_is_scalar(v) for v in b)
+
+
 def _is_flat_pairs(bounds: Any, n: int) -> bool:
-    """SciPy's old form: a sequence of exactly n ``(lb, ub)`` pairs of scalars."""
-    return (
-        isinstance(bounds, (list, tuple))
-        and len(bounds) == n
-        and all(
-            isinstance(b, (list, tuple)) and len(b) == 2 and all(_is_scalar(v) for v in b)
-            for b in bounds
-        )
-    )
+    """SciPy's old form: exactly n ``(lb, ub)`` pairs of scalars (a sequence, or an ``(n, 2)`` array)."""
+    if isinstance(bounds, np.ndarray):
+        return bounds.shape == (n, 2)
+    return isinstance(bounds, (list, tuple)) and len(bounds) == n and all(_is_pair(b) for b in bounds)
 
 
 def _unwrap(side: Any) -> Any:
@@ -168,7 +169,10 @@ def make_bounds(
             [[-np.inf if lo is None else lo, np.inf if hi is None else hi] for lo, hi in bounds],
             dtype=np.float64,
         ).reshape(n, 2)
-        return _checked(Bounds(arr[:, 0], arr[:, 1]), layout)
+        # As SciPy reads its old form: NaN means unbounded.
+        lb = np.where(np.isnan(arr[:, 0]), -np.inf, arr[:, 0])
+        ub = np.where(np.isnan(arr[:, 1]), np.inf, arr[:, 1])
+        return _checked(Bounds(lb, ub), layout)
     else:
         pairs = _per_leaf(x0, bounds, layout, True, is_leaf)
         lbs, ubs = [], []

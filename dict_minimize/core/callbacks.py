@@ -35,9 +35,20 @@ def callback_style(callback: Callable | None, method: str) -> str | None:
         params = set()
     if params == _NEW_STYLE:
         return "new"
-    if method == "trust-constr":
+    if method == "trust-constr" and _takes_two_positional(callback):
         return "trust-constr"
     return "legacy"
+
+
+def _takes_two_positional(callback: Callable) -> bool:
+    """Whether ``callback(xk, state)`` binds (SciPy's trust-constr style), else ``callback(xk)``."""
+    try:
+        inspect.signature(callback).bind(None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (some builtins): SciPy's style
+        return True
+    return True
 
 
 class IterationHook:
@@ -119,7 +130,7 @@ class IterationHook:
         obj = self.objective
         fun = state.get("fun") if state is not None else None
         if fun is None and obj is not None:
-            fun = obj._f
+            fun = obj.last_value
         grad = None
         if state is not None:
             grad = state.get("grad", state.get("jac"))
@@ -128,7 +139,7 @@ class IterationHook:
         if grad is None and obj is not None:
             # The last gradient evaluated: for line-search methods that is
             # the accepted iterate's.
-            grad = obj._g
+            grad = obj.last_grad
         gnorm = float(np.linalg.norm(grad)) if grad is not None else np.nan
         h = self.history
         h["nit"].append(self.nit)
@@ -155,7 +166,8 @@ class IterationHook:
         elif self.style == "trust-constr":
             res = OptimizeResult(state)
             res.x = x_tree
-            self.user(x_tree, res)
+            if self.user(x_tree, res) is True:  # SciPy stops trust-constr on a True return
+                raise StopIteration
         else:
             self.user(x_tree)
 

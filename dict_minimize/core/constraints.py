@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import BFGS, LinearConstraint, NonlinearConstraint
+from scipy.sparse import issparse
 from scipy.sparse.linalg import LinearOperator
 
 from .backend import NotConnected
@@ -30,7 +31,19 @@ def flat_vector(backend, value: Any) -> np.ndarray:
 
 
 def flat_jacobian(backend, layout: Layout, jac: Any, is_leaf, what: str = "constraint jac") -> np.ndarray:
-    """A user Jacobian (dense ``(m, n)`` or an x0-shaped pytree of ``(m, *shape)``) as ``(m, n)``."""
+    """A user Jacobian (dense ``(m, n)`` or an x0-shaped pytree of ``(m, *shape)``) as ``(m, n)``.
+
+    For an x0 that is one leaf, the Jacobian is read as SciPy reads it: any
+    array-like (a nested list too), and sparse matrices and
+    ``LinearOperator``s pass through unchanged.
+    """
+    if issparse(jac) or isinstance(jac, LinearOperator):
+        if len(layout.shapes) != 1:
+            raise ValueError(f"{what} is sparse or a LinearOperator: only for an x0 that is one tensor")
+        return jac
+    if len(layout.shapes) == 1 and not layout.keys[0]:  # one tensor: SciPy's array-likes
+        arr = np.asarray(backend.to_numpy(jac), dtype=np.float64)
+        return np.atleast_2d(arr) if arr.size == layout.n and arr.ndim < 2 else _dense(arr, layout, what)
     if is_container(jac):
         paths, leaves, _ = flatten_with_paths(jac, is_leaf)
         if len(leaves) != len(layout.shapes):
@@ -47,7 +60,10 @@ def flat_jacobian(backend, layout: Layout, jac: Any, is_leaf, what: str = "const
                 raise ValueError(f"{what} for {path} has shape {arr.shape}, not (m, *{path}.shape)")
             blocks.append(arr.reshape(-1, size))
         return np.hstack(blocks) if blocks else np.zeros((0, 0))
-    arr = np.asarray(backend.to_numpy(jac), dtype=np.float64)
+    return _dense(np.asarray(backend.to_numpy(jac), dtype=np.float64), layout, what)
+
+
+def _dense(arr: np.ndarray, layout: Layout, what: str) -> np.ndarray:
     if arr.size % max(layout.n, 1):
         raise ValueError(f"{what} has shape {arr.shape}; expected (m, {layout.n}) over the flat vector")
     return arr.reshape(-1, layout.n)

@@ -1,7 +1,8 @@
-"""The one driver: validate, translate to SciPy's flat world, dispatch, translate back.
+"""The driver of ``minimize``: validate, translate to SciPy's flat world, dispatch, translate back.
 
-Every backend's ``minimize`` is this function bound to a
-:class:`~dict_minimize.core.backend.Backend`.
+Every backend's ``minimize`` is :func:`minimize` bound to a
+:class:`~dict_minimize.core.backend.Backend`; the translation itself is
+:class:`~dict_minimize.core.problem.Problem`, shared with the other entry points.
 """
 
 from __future__ import annotations
@@ -18,13 +19,10 @@ from scipy.optimize import minimize as scipy_minimize  # bound once: users may m
 from scipy.sparse.linalg import LinearOperator
 
 from .backend import Backend
-from .bounds import make_bounds
 from .callbacks import STOPPED_BY_CALLBACK, IterationHook
-from .constraints import make_constraints
-from .gradients import flat_gradient
 from .objective import Halt, Objective
+from .problem import EagerValue, Problem, build_layout  # noqa: F401  (build_layout: public here)
 from .stochastic import BatchFeed
-from .tree import Layout, flatten_with_paths, format_path
 
 GRADIENT_FREE = frozenset({"nelder-mead", "powell", "cobyla", "cobyqa"})
 HESSP_METHODS = frozenset({"newton-cg", "trust-ncg", "trust-krylov", "trust-constr"})
@@ -35,67 +33,23 @@ DENSE_HESSIAN_MAX_BYTES = 2 * 1024**3
 MAX_STALLED_RESTARTS = 3
 #: Methods whose finite differences take the ``finite_diff_rel_step`` option.
 FD_STEP_METHODS = frozenset({"bfgs", "cg", "l-bfgs-b", "tnc", "slsqp", "trust-constr"})
-_EPS = {"float16": float(np.finfo(np.float16).eps), "bfloat16": 2.0**-7,
-        "float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
-
-
-def _dtype_name(dtype: Any) -> str:
-    """'float32' from a NumPy, torch, TensorFlow or JAX dtype."""
-    name = getattr(dtype, "name", None)
-    return name if isinstance(name, str) else str(dtype).rsplit(".", 1)[-1]
-
-
-def _fd_rel_step(layout: Layout, jac: Any) -> float | None:
-    """A finite-difference step the leaves' precision can resolve, or None for float64.
-
-    SciPy's default relative step (sqrt of float64 eps, ~1.5e-8) is below
-    float32's eps: x + h rounds back to x in the leaf's dtype and the
-    difference quotient is zero. Use the same rule with the leaves' eps.
-    """
-    eps = max(_EPS.get(_dtype_name(d), _EPS["float64"]) for d in layout.dtypes)
-    if eps <= _EPS["float64"]:
-        return None
-    return eps ** (1 / 3) if jac == "3-point" else eps**0.5
-
-
-class EagerValue:
-    """``fun`` over the flat vector, called eagerly: ``value(x, args) -> float``.
-
-    A plain object rather than a closure so that it pickles whenever the
-    user's ``fun`` does (SciPy's ``workers=`` option sends it to other processes).
-    """
-
-    def __init__(self, backend: Backend, layout: Layout, fun: Callable):
-        self.backend, self.layout, self.fun = backend, layout, fun
-
-    def __call__(self, x: np.ndarray, args: tuple) -> float:
-        leaves = self.backend.from_flat(x, self.layout)
-        return self.backend.to_scalar(self.fun(self.layout.unflatten(leaves), *args))
-
-
-def build_layout(backend: Backend, x0: Any) -> tuple[Layout, list]:
-    """x0's layout and leaves, with the dtype and emptiness checks."""
-    paths, leaves, spec = flatten_with_paths(x0, backend.is_leaf)
-    if not leaves:
-        raise ValueError("x0 is empty: it holds no tensor to optimize")
-    names = [format_path(p) for p in paths]
-    shapes, dtypes = zip(*(backend.leaf_shape_dtype(leaf, name) for leaf, name in zip(leaves, names)))
-    layout = Layout.build(spec, names, shapes, dtypes, backend.layout_info(leaves, dtypes), paths)
-    if layout.n == 0:
-        raise ValueError("x0 has no elements: every tensor in it is empty")
-    return layout, leaves
-
-
-def _check_finite(x: np.ndarray, layout: Layout) -> None:
-    bad = np.flatnonzero(~np.isfinite(x))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(f"x0 has a non-finite value ({x[i]}) in {layout.path_of_index(i)}")
 
 
 def _positive(name: str, value: Any) -> None:
     if value is not None and (not isinstance(value, numbers.Real) or not value > 0):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def check_common(fun: Callable, args: Any, options: Any, max_time: Any = None) -> tuple[tuple, dict]:
+    """The checks every entry point makes; ``args`` as a tuple and a copy of ``options``."""
+    if not callable(fun):
+        raise TypeError(f"fun must be callable, got {type(fun).__name__}")
+    if not isinstance(args, tuple):
+        args = (args,)
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}")
+    _positive("max_time", max_time)
+    return args, dict(options or {})
 
 
 def minimize(
@@ -121,142 +75,152 @@ def minimize(
     ub_dict: Any = None,
 ) -> OptimizeResult:
     """Minimize ``fun`` over the pytree ``x0`` with ``backend``; see the backends' ``minimize``."""
-    if not callable(fun):
-        raise TypeError(f"fun must be callable, got {type(fun).__name__}")
-    if not isinstance(args, tuple):
-        args = (args,)
-    if options is not None and not isinstance(options, dict):
-        raise TypeError(f"options must be a dict, got {type(options).__name__}")
-    options = dict(options or {})
-    _positive("max_time", max_time)
+    args, options = check_common(fun, args, options, max_time)
     if epochs is not None and batches is None:
         raise TypeError("epochs= only applies to the stochastic mode (batches=)")
-
-    x0 = backend.prepare_x0(x0)
-    is_leaf = backend.is_leaf
-    layout, leaves = build_layout(backend, x0)
-    x_start = backend.to_flat(leaves, layout)
-    _check_finite(x_start, layout)
-
-    def tree_of(x: np.ndarray, requires_grad: bool = False) -> Any:
-        return layout.unflatten(backend.from_flat(x, layout, requires_grad))
-
-    def flat(tree: Any, what: str) -> np.ndarray:
-        return flat_gradient(backend, layout, tree, is_leaf, what)
-
-    scipy_bounds = make_bounds(bounds, lb_dict, ub_dict, x0, layout, backend, is_leaf)
+    problem = Problem(backend, x0)
+    scipy_bounds = problem.bounds(bounds, lb_dict, ub_dict)
     if method is None:  # SciPy's choice, made on what the user gave
         has_bounds = bounds is not None or lb_dict is not None or ub_dict is not None
         method = "SLSQP" if constraints else "L-BFGS-B" if has_bounds else "BFGS"
     meth = method.lower() if isinstance(method, str) else "_custom"
-    x0_is_flat = len(layout.shapes) == 1 and layout.shapes[0] == (layout.n,) and not layout.keys[0]
-    if meth == "_custom" and x0_is_flat:
+    if meth == "_custom" and problem.is_flat:
         # A custom method gets the user's own bounds and constraints, as from SciPy.
         scipy_bounds, scipy_constraints = bounds, constraints
     else:
-        scipy_constraints = make_constraints(constraints, tree_of, backend, layout, is_leaf, meth)
-
-    # ---- stochastic mode -------------------------------------------------
-    feed = BatchFeed(batches, epochs) if batches is not None else None
-    if feed is not None and feed.reiterable and max_time is None and epochs is None and "maxiter" not in options:
-        raise ValueError(
-            "the stochastic mode over a re-iterable source needs a limit: "
-            "options={'maxiter': ...}, epochs= or max_time="
-        )
+        scipy_constraints = problem.constraints(constraints, meth)
+    feed = _batch_feed(batches, epochs, max_time, options)
 
     def make_args(batch: Any) -> tuple:
         return (batch,) + args
 
-    deadline = time.perf_counter() + max_time if max_time is not None else None
-
-    # ---- objective and gradient -----------------------------------------
-    eager_value = EagerValue(backend, layout, fun)
-    uses_grad = meth not in GRADIENT_FREE
-    value = eager_value
-    if jac is not True and not uses_grad:
-        value = backend.value(fun, layout) or eager_value
-    scipy_jac: Any = jac
-    if jac is True:
-        def value_and_grad(x, a):
-            out = fun(tree_of(x, requires_grad=True), *a)
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise ValueError("with jac=True, fun must return a (value, gradient) pair")
-            return backend.to_scalar(out[0]), flat(out[1], "the gradient returned by fun")
-
-        objective = Objective(lambda x, a: value_and_grad(x, a)[0], value_and_grad)
-        scipy_jac = objective.jac
-    elif callable(jac):
-        objective = Objective(value)
-
-        def scipy_jac(x):
-            return objective.note_grad(flat(jac(tree_of(x), *objective.args), "the gradient returned by jac"))
-    else:
-        autodiff = backend.value_and_grad(fun, layout) if jac is None and uses_grad else None
-        objective = Objective(value, autodiff)
-        if autodiff is not None:
-            scipy_jac = objective.jac
-    objective.deadline = deadline
+    objective, value, scipy_jac = _objective(problem, fun, jac, meth)
+    objective.deadline = time.perf_counter() + max_time if max_time is not None else None
     objective.args = make_args(feed.current) if feed is not None else args
+    scipy_hess, scipy_hessp = _curvature(problem, fun, jac, hess, hessp, objective, meth)
+    scipy_jac = _finite_difference_steps(problem, jac, scipy_jac, meth, options, value, objective)
 
-    # ---- curvature -------------------------------------------------------
-    scipy_hess, scipy_hessp = hess, hessp
-    if callable(hessp):
-        def scipy_hessp(x, p):
-            return flat(hessp(tree_of(x), tree_of(p), *objective.args), "the product returned by hessp")
-    if callable(hess) and not isinstance(hess, HessianUpdateStrategy):
-        def scipy_hess(x):
-            h = hess(tree_of(x), *objective.args)
-            if isinstance(h, LinearOperator) or hasattr(h, "tocsr"):
-                return h
-            return np.asarray(backend.to_numpy(h), dtype=np.float64).reshape(layout.n, layout.n)
-    if hess is None and hessp is None and (jac is None or callable(jac)):
-        scipy_hess, scipy_hessp = _autodiff_curvature(backend, fun, layout, objective, meth)
-
-    if scipy_jac is jac and not callable(jac) and meth in FD_STEP_METHODS:
-        step = _fd_rel_step(layout, jac)
-        if step is not None:
-            options.setdefault("finite_diff_rel_step", step)
-            if meth != "trust-constr" and jac in (None, False, "2-point"):
-                # SciPy's relative step is 0 where x is 0 and then falls back
-                # to float64's step; the absolute step ``eps`` of these
-                # methods (the same forward difference) does not.
-                options.setdefault("eps", step)
-                scipy_jac = None
-            elif jac == "3-point":
-                scipy_jac = _central_differences(value, objective, step)
-
-    # ---- the run ---------------------------------------------------------
-    fixed = isinstance(scipy_bounds, scipy.optimize.Bounds) and np.any(
-        np.asarray(scipy_bounds.lb) == np.asarray(scipy_bounds.ub)
-    )
-    hook = IterationHook(
-        meth, callback, tree_of, objective, progress=progress, deadline=deadline,
-        feed=feed, make_args=make_args, total=options.get("maxiter"),
-    )
-    # SciPy prints the callback when it removes fixed variables from a
-    # new-style one; the legacy style does not reach that line. A custom
-    # method may call callback(xk) only.
-    legacy = meth in ("tnc", "_custom") or (fixed and meth in ("l-bfgs-b", "slsqp"))
+    hook = problem.hook(meth, callback, objective, progress=progress, deadline=objective.deadline,
+                        feed=feed, make_args=make_args, total=options.get("maxiter"))
+    scipy_callback = hook.scipy_callback(_legacy_callback(meth, scipy_bounds))
 
     def run(x_from: np.ndarray, opts: dict) -> OptimizeResult:
         return scipy_minimize(
             objective.fun, x_from, args=(), method=method, jac=scipy_jac,
             hess=scipy_hess, hessp=scipy_hessp, bounds=scipy_bounds,
             constraints=scipy_constraints if scipy_constraints else (),
-            tol=tol, callback=hook.scipy_callback(legacy), options=opts,
+            tol=tol, callback=scipy_callback, options=opts,
         )
 
     try:
         if feed is None:
-            try:
-                res = run(x_start, options)
-            except Halt as stop:
-                res = _halted(stop, objective, hook, x_start)
+            res = _run_once(run, problem.x_start, options, objective, hook)
         else:
-            res = _run_stochastic(run, x_start, options, objective, hook, feed, make_args)
+            res = _run_stochastic(run, problem.x_start, options, objective, hook, feed, make_args)
     finally:
         hook.close()
-    return _finish(res, tree_of, layout, meth, hook)
+    return _finish(problem, res, meth, hook)
+
+
+def _batch_feed(batches: Any, epochs: int | None, max_time: Any, options: dict) -> BatchFeed | None:
+    """The stochastic mode's minibatch source, or None; a re-iterable one needs a limit."""
+    if batches is None:
+        return None
+    feed = BatchFeed(batches, epochs)
+    if feed.reiterable and max_time is None and epochs is None and "maxiter" not in options:
+        raise ValueError(
+            "the stochastic mode over a re-iterable source needs a limit: "
+            "options={'maxiter': ...}, epochs= or max_time="
+        )
+    return feed
+
+
+def _objective(problem: Problem, fun: Callable, jac: Any, meth: str) -> tuple[Objective, Callable, Any]:
+    """The memoized objective, the plain value function and the ``jac`` SciPy receives."""
+    backend, layout = problem.backend, problem.layout
+    eager_value = problem.eager_value(fun)
+    uses_grad = meth not in GRADIENT_FREE
+    value = eager_value
+    if jac is not True and not uses_grad:
+        value = backend.value(fun, layout) or eager_value
+    if jac is True:
+        def value_and_grad(x, a):
+            out = fun(problem.tree_of(x, requires_grad=True), *a)
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise ValueError("with jac=True, fun must return a (value, gradient) pair")
+            return backend.to_scalar(out[0]), problem.flat(out[1], "the gradient returned by fun")
+
+        objective = Objective(lambda x, a: value_and_grad(x, a)[0], value_and_grad)
+        return objective, value, objective.jac
+    if callable(jac):
+        objective = Objective(value)
+
+        def scipy_jac(x):
+            grad = jac(problem.tree_of(x), *objective.args)
+            return objective.note_grad(problem.flat(grad, "the gradient returned by jac"))
+
+        return objective, value, scipy_jac
+    autodiff = backend.value_and_grad(fun, layout) if jac is None and uses_grad else None
+    objective = Objective(value, autodiff)
+    return objective, value, objective.jac if autodiff is not None else jac
+
+
+def _curvature(problem: Problem, fun, jac, hess, hessp, objective: Objective, meth: str) -> tuple:
+    """The ``hess`` and ``hessp`` SciPy receives: the user's over flat vectors, or autodiff's."""
+    scipy_hess, scipy_hessp = hess, hessp
+    tree_of, layout = problem.tree_of, problem.layout
+    if callable(hessp):
+        def scipy_hessp(x, p):
+            return problem.flat(hessp(tree_of(x), tree_of(p), *objective.args), "the product returned by hessp")
+    if callable(hess) and not isinstance(hess, HessianUpdateStrategy):
+        def scipy_hess(x):
+            h = hess(tree_of(x), *objective.args)
+            if isinstance(h, LinearOperator) or hasattr(h, "tocsr"):
+                return h
+            return np.asarray(problem.backend.to_numpy(h), dtype=np.float64).reshape(layout.n, layout.n)
+    if hess is None and hessp is None and (jac is None or callable(jac)):
+        scipy_hess, scipy_hessp = _autodiff_curvature(problem.backend, fun, layout, objective, meth)
+    return scipy_hess, scipy_hessp
+
+
+def _finite_difference_steps(problem: Problem, jac, scipy_jac, meth: str, options: dict,
+                             value: Callable, objective: Objective) -> Any:
+    """SciPy's finite differences with a step the leaves' precision resolves (sets ``options``)."""
+    if not (scipy_jac is jac and not callable(jac) and meth in FD_STEP_METHODS):
+        return scipy_jac
+    step = problem.fd_rel_step(jac)
+    if step is None:
+        return scipy_jac
+    options.setdefault("finite_diff_rel_step", step)
+    if meth != "trust-constr" and jac in (None, False, "2-point"):
+        # SciPy's relative step is 0 where x is 0 and then falls back to
+        # float64's step; the absolute step ``eps`` of these methods (the
+        # same forward difference) does not.
+        options.setdefault("eps", step)
+        return None
+    if jac == "3-point":
+        return _central_differences(value, objective, step)
+    return scipy_jac
+
+
+def _legacy_callback(meth: str, scipy_bounds: Any) -> bool:
+    """Whether SciPy must get a ``callback(xk)`` rather than the new style."""
+    fixed = isinstance(scipy_bounds, scipy.optimize.Bounds) and np.any(
+        np.asarray(scipy_bounds.lb) == np.asarray(scipy_bounds.ub)
+    )
+    # SciPy prints the callback when it removes fixed variables from a
+    # new-style one; the legacy style does not reach that line. A custom
+    # method may call callback(xk) only.
+    return meth in ("tnc", "_custom") or (fixed and meth in ("l-bfgs-b", "slsqp"))
+
+
+def _run_once(run: Callable, x_start: np.ndarray, options: dict, objective: Objective,
+              hook: IterationHook) -> OptimizeResult:
+    """One SciPy run; a :class:`Halt` ends it with the best or last point."""
+    try:
+        return run(x_start, options)
+    except Halt as stop:
+        return _halted(stop, objective, hook, x_start)
 
 
 def _central_differences(value: Callable, objective: Objective, rel_step: float) -> Callable:
@@ -312,7 +276,7 @@ def _halted(stop: Halt, objective: Objective, hook: IterationHook, x_start: np.n
     if stop.best and objective.best_x is not None:
         x, f = objective.best_x, objective.best_f
     else:
-        x = next(v for v in (hook.last_x, objective._x, x_start) if v is not None)
+        x = next(v for v in (hook.last_x, objective.last_x, x_start) if v is not None)
         deadline, objective.deadline = objective.deadline, None
         f = objective.fun(x)
         objective.deadline = deadline
@@ -379,23 +343,11 @@ def _run_stochastic(run, x_start, options, objective, hook, feed, make_args) -> 
     return res
 
 
-def _finish(res: OptimizeResult, tree_of: Callable, layout: Layout, meth: str, hook: IterationHook) -> OptimizeResult:
-    """SciPy's result with ``x`` and the objective gradient as pytrees."""
-    out = OptimizeResult(res)
-    if "x" not in res:  # a custom method may return anything
-        return out
-    out.x = tree_of(np.asarray(res.x, dtype=np.float64).reshape(-1))
-    grad_key = "grad" if meth == "trust-constr" else "jac"
-    g = res.get(grad_key)
-    if g is not None and np.size(g) == layout.n:
-        out[grad_key] = tree_of(np.asarray(g, dtype=np.float64).reshape(-1))
-    if "fun" in out and out.fun is not None and np.size(out.fun) == 1:
+def _finish(problem: Problem, res: OptimizeResult, meth: str, hook: IterationHook) -> OptimizeResult:
+    """SciPy's result with ``x`` and the objective gradient as pytrees, ``fun`` a float."""
+    out = problem.result(res, "grad" if meth == "trust-constr" else "jac", hook)
+    if "x" in res and "fun" in out and out.fun is not None and np.size(out.fun) == 1:
         out.fun = float(np.asarray(out.fun).reshape(()))
-    if hook.stopped_by_user:
-        # COBYQA reports success (with its own status and message) when the
-        # callback stops it; a stopped run is not a success.
-        out.success = False
-    out.history = {k: np.asarray(v) for k, v in hook.history.items()}
     return out
 
 

@@ -69,6 +69,21 @@ class Objective:
         self.best_f = np.inf
 
     @property
+    def last_x(self) -> np.ndarray | None:
+        """The last point evaluated (a copy), or None."""
+        return self._x
+
+    @property
+    def last_value(self):
+        """The last value evaluated, or None."""
+        return self._f
+
+    @property
+    def last_grad(self) -> np.ndarray | None:
+        """The last flat gradient evaluated (or noted), or None."""
+        return self._g
+
+    @property
     def has_grad(self) -> bool:
         """Whether each evaluation also computes the gradient."""
         return self._value_and_grad is not None
