@@ -17,24 +17,27 @@ Compilation
     gradient-free methods) the value alone are needed. So ``fun`` must be
     traceable by ``jax.jit`` (no ``float(x)``, no Python branches on values);
     ``jac=True`` and a ``jac`` callable call ``fun`` eagerly instead, and a
-    gradient-free method whose ``fun`` fails to trace (a JAX tracer error)
-    falls back to calling it eagerly. Hessian-vector products linearize the
+    gradient-free method whose ``fun`` fails to trace (a JAX concretization
+    or tracer-conversion error, nothing else) falls back to calling it
+    eagerly, with a ``UserWarning`` naming the cause, once. Hessian-vector products linearize the
     gradient once per point (``jax.linearize`` of ``jax.grad``): the products
     SciPy asks for at that point only run the linear part.
 
-Compiled code is reused across ``minimize`` calls
-    The compiled functions are cached, as ``jax.jit`` caches its own: keyed on
-    ``fun``'s identity (a bound method: its object and function), x0's
-    layout (structure, shapes, dtypes, devices) and the static part of
-    ``args`` (below). A second ``minimize`` with the same ``fun`` and a
-    like-shaped x0 does not trace again. The trade-off is ``jax.jit``'s:
-    Python values that ``fun`` reads at trace time (globals, closed-over
-    numbers, attributes of a bound method's object) are baked into the
-    compiled code, so changing them between calls has no effect; pass such
-    values in ``args`` or use a new function. The cache holds ``fun`` weakly
-    (an entry goes when ``fun`` is garbage collected; a callable that cannot
-    be weakly referenced is compiled afresh in each call) and keeps at most
-    32 compiled functions per ``fun``, the least recently used dropped first.
+Compiled once per call; across calls only for a function you jitted
+    Within one ``minimize`` call each hook is traced and compiled once (once
+    per static part of ``args``, below) and every evaluation reuses it. A
+    later call traces ``fun`` again: what ``fun`` reads at trace time
+    (globals, closed-over numbers, attributes of a bound method's object)
+    may have changed in between, and a result never depends on stale state.
+    To share compilations across calls (many short runs of one objective),
+    pass a function you jitted yourself, ``minimize(jax.jit(loss), ...)``:
+    ``jax.jit`` already freezes what ``loss`` read when it was traced, by your
+    choice, so the compiled value-and-gradient around it is kept, keyed on
+    the jitted function's identity, x0's layout (structure, shapes, dtypes,
+    devices) and the static part of ``args``. That cache holds the jitted
+    function weakly (its entries go when it is garbage collected) and keeps
+    at most 32 compiled functions per function, the least recently used
+    dropped first.
 
 What is traced in ``args``
     ``args`` (and the minibatch of the stochastic mode) may be any JAX
@@ -98,8 +101,8 @@ import numpy as np
 import optree
 
 from .core import Backend, Layout, bind, bind_least_squares, bind_root
-from .core.backend import FLOAT_DTYPE_NAMES
-from .core.cache import CompileCache
+from .core.backend import FLOAT_DTYPE_NAMES, refuse_complex
+from .core.cache import CallCache, CompileCache
 from .core.distributed import DISTRIBUTED_DOC, Communicator, with_distributed
 from .core.tree import NAMESPACE, flatten_with_paths, format_path
 
@@ -208,6 +211,18 @@ MAX_COMPILED_PER_FUNCTION = 32
 
 _CACHE = CompileCache(MAX_COMPILED_PER_FUNCTION)
 
+#: The type of what ``jax.jit`` returns.
+_JITTED = type(jax.jit(lambda x: x))
+
+
+def _cache_for(fun: Callable) -> CompileCache | CallCache:
+    """Where one hook keeps its compiled code: across calls only for a function the user jitted.
+
+    Anything else ``fun`` reads at trace time may change between calls, so
+    it is compiled once per call (see :mod:`dict_minimize.core.cache`).
+    """
+    return _CACHE if isinstance(fun, _JITTED) else CallCache(MAX_COMPILED_PER_FUNCTION)
+
 
 def _scalar_function(fun_ref: Callable, layout: Layout, static: tuple, floating: bool = True) -> Callable:
     """``scalar(leaves, dynamic)``: ``fun`` on x0's leaves, for tracing.
@@ -228,8 +243,14 @@ def _scalar_function(fun_ref: Callable, layout: Layout, static: tuple, floating:
     return scalar
 
 
-#: What tracing a function that needs concrete values raises.
-_TRACER_ERRORS = (jax.errors.JAXTypeError, jax.errors.JAXIndexError)
+#: What tracing raises for code that needs concrete values (``float(x)``,
+#: ``np.asarray(x)``, a Python ``if`` on a value, a boolean mask), and nothing else.
+_TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,  # TracerBoolConversionError is one
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.NonConcreteBooleanIndexError,
+)
 
 
 # ---- the flat buffer on the device ---------------------------------------
@@ -247,6 +268,14 @@ def _split(buf: jax.Array, shapes: tuple, dtypes: tuple) -> list:
 
 def _concat(leaves: list, dtype: Any) -> jax.Array:
     return jnp.concatenate([jnp.ravel(jnp.asarray(v)).astype(dtype) for v in leaves])
+
+
+def _flat_output(c: Any) -> jax.Array:
+    """A constraint's value as one 1-d array: a (nested) list or tuple is its items raveled, concatenated."""
+    if isinstance(c, (list, tuple)):
+        parts = [_flat_output(v) for v in c]
+        return jnp.concatenate(parts) if parts else jnp.zeros(0)
+    return jnp.ravel(jnp.asarray(c))
 
 
 _split_jit = jax.jit(_split, static_argnums=(1, 2))
@@ -346,6 +375,7 @@ class JaxBackend(Backend):
         evaluations that hold on to nothing computed from it.
         """
         info: _Info = layout.info
+        refuse_complex(x, "jax")
         host = np.asarray(x, dtype=np.float64).astype(info.transfer, copy=copy)
         if info.shardings is None:
             # A NumPy array goes to JAX's default device inside the jit call
@@ -383,6 +413,7 @@ class JaxBackend(Backend):
 
     def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
         info: _Info = layout.info
+        refuse_complex(x, "jax")
         if info.shardings is not None:
             return self._params(x, layout)
         calls = _split_calls[layout] = _split_calls.get(layout, 0) + 1
@@ -415,17 +446,18 @@ class JaxBackend(Backend):
         """``select(args) -> (compiled, dynamic)`` for one ``minimize`` call.
 
         ``make(fun_ref, static)`` builds the compiled code of one hook kind
-        for one static part of ``args``; it is cached across calls
-        (:class:`~dict_minimize.core.cache.CompileCache`). The driver passes the same ``args`` tuple
+        for one static part of ``args``; it is kept for this call, or across
+        calls for a function the user jitted (:func:`_cache_for`). The driver passes the same ``args`` tuple
         until the minibatch changes, so splitting it is done once per tuple.
         """
         last: tuple | None = None  # (args, compiled, dynamic): this call's only
+        cache = _cache_for(fun)
 
         def select(args: tuple) -> tuple[Any, list]:
             nonlocal last
             if last is None or last[0] is not args:
                 dynamic, static = _partition_args(args)
-                compiled = _CACHE.get(fun, (kind, layout, static), partial(make, static=static))
+                compiled = cache.get(fun, (kind, layout, static), partial(make, static=static))
                 last = (args, compiled, self._device_args(dynamic, layout))
             return last[1], last[2]
 
@@ -445,9 +477,15 @@ class JaxBackend(Backend):
                 compiled, dynamic = select(args)
                 try:
                     return float(compiled(self._params(x, layout, copy=False), dynamic))
-                except _TRACER_ERRORS:
-                    # Gradient-free methods need no tracing: call fun as it is.
+                except _TRACER_ERRORS as e:
+                    # Gradient-free methods need no tracing: call fun as it is, and say so once.
                     eager = True
+                    warnings.warn(
+                        f"fun could not be traced by jax.jit ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                        "this gradient-free run calls it eagerly at every evaluation instead, which is slower",
+                        UserWarning,
+                        stacklevel=2,
+                    )
             return self.to_scalar(fun(layout.unflatten(self.from_flat(x, layout)), *args))
 
         return value
@@ -515,7 +553,7 @@ class JaxBackend(Backend):
             def value_and_jac(buf, dynamic):
                 def flat_value(leaves):
                     tree = layout.unflatten(leaves)
-                    return jnp.ravel(jnp.asarray(fun_ref()(tree, *_rebuild_args(dynamic, static))))
+                    return _flat_output(fun_ref()(tree, *_rebuild_args(dynamic, static)))
 
                 # With respect to the leaves, not the buffer (see _pack).
                 leaves = _split(buf, layout.shapes, layout.dtypes)
@@ -537,6 +575,7 @@ class JaxBackend(Backend):
         def value_and_jac_flat(x: np.ndarray, args: tuple):
             compiled, dynamic = select(args)
             # Constraints are small: always over the flat buffer on one device.
+            refuse_complex(x, "jax")
             host = np.asarray(x, dtype=np.float64).astype(info.transfer)
             c, jac = jax.device_get(compiled(jax.device_put(host, info.device), dynamic))
             c = np.asarray(c).astype(np.float64)
@@ -607,8 +646,8 @@ minimize = with_distributed(bind(
     tensor="jax.Array",
     jac_none=(
         "``None``: value and gradient by ``jax.value_and_grad``, compiled once "
-        "with ``jax.jit`` and reused by later calls with the same ``fun`` and "
-        "layout (``fun`` must be traceable; see the module docstring)."
+        "per call with ``jax.jit`` (across calls for a ``fun`` you jitted yourself; "
+        "``fun`` must be traceable; see the module docstring)."
     ),
     hess_none=(
         "``None``: Hessian-vector products by forward-over-reverse autodiff "

@@ -12,22 +12,27 @@ with a fixed ``input_signature``, so ``fun`` must be traceable: TensorFlow
 ops on its inputs, no ``.numpy()``. (To debug it eagerly, call
 ``tf.config.run_functions_eagerly(True)``: everything still works, slower.)
 Its Python body runs when it is traced, not at every evaluation. A
-gradient-free method whose ``fun`` cannot be traced (it raises a
-``TypeError``, ``AttributeError`` or ``NotImplementedError`` while tracing,
-as ``.numpy()`` or ``float(x)`` do) calls ``fun`` eagerly instead.
+gradient-free method whose ``fun`` cannot be traced (``.numpy()`` on a
+symbolic tensor, NumPy on one, a Python ``bool`` of one) calls ``fun``
+eagerly instead, with a ``UserWarning`` naming the cause, once; any other
+error comes out as it is. Elsewhere those tracing errors come out with a
+hint. An exception of the user's own raised in ``fun`` or a constraint,
+while tracing or running, reaches the caller with its own class and
+message (autograph's annotated copy is dropped).
 
-Traces are reused across ``minimize`` calls: they are cached, keyed on
-``fun``'s identity (a bound method: its object and function), x0's layout
-(structure, shapes, dtypes, devices) and the static part of ``args``
-(below). A second ``minimize`` with the same ``fun`` and a like-shaped x0
-does not trace again. The trade-off is ``tf.function``'s: Python values
-``fun`` reads at trace time (globals, closed-over numbers, attributes of a
-bound method's object) are baked into the trace, so changing them between
-calls has no effect; pass such values in ``args`` or use a new function.
-The cache holds ``fun`` weakly (its traces go when ``fun`` is garbage
-collected; a callable that cannot be weakly referenced is traced afresh in
-each call) and keeps at most 32 hooks per ``fun`` and 8 traces per kind of
-``args``, the least recently used dropped first.
+Traces are made once per ``minimize`` call: every evaluation of the call
+reuses them, and the next call traces ``fun`` again, since what ``fun``
+reads at trace time (globals, closed-over numbers, attributes of a bound
+method's object) may have changed in between, and a result never depends
+on stale state. To share traces across calls (many short runs of one
+objective), pass a function you compiled yourself,
+``minimize(tf.function(loss), ...)``: ``tf.function`` already freezes what
+``loss`` read at its own trace, by your choice, so the traces around it are
+kept, keyed on its identity, x0's layout (structure, shapes, dtypes,
+devices) and the static part of ``args`` (below). That cache holds the
+function weakly (its traces go when it is garbage collected) and keeps at
+most 32 hooks per function and 8 traces per kind of ``args``, the least
+recently used dropped first.
 
 The flat parameter buffer is one input of the compiled function. ``args``
 (and, in the stochastic mode, each minibatch) are split into
@@ -56,6 +61,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,7 +72,8 @@ import optree
 import tensorflow as tf
 
 from .core import Backend, Layout, bind, bind_least_squares, bind_root
-from .core.cache import CompileCache
+from .core.backend import refuse_complex
+from .core.cache import CallCache, CompileCache
 from .core.tree import NAMESPACE
 
 __all__ = ["minimize", "least_squares", "root", "keras_parameters", "load_keras_parameters",
@@ -154,6 +161,7 @@ class TensorflowBackend(Backend):
         ``copy=False`` lets the tensor share ``x``'s memory on the CPU: only
         for evaluations that hold on to nothing computed from it.
         """
+        refuse_complex(x, "tensorflow")  # every flat vector SciPy hands over comes through here
         # By default a new host array: convert_to_tensor may share its memory on the CPU.
         host = np.array(x, dtype=info.transfer_np, copy=True if copy else None).reshape(-1)
         if info.device is None:  # TensorFlow's default placement: no scope to enter
@@ -201,10 +209,11 @@ class TensorflowBackend(Backend):
 
     # ---- derivatives ------------------------------------------------------
     #
-    # Each hook builds (or finds in _CACHE) a _Compiled shared by every
-    # minimize call with the same fun, hook kind and layout, and hands the
-    # driver a _Run: this call's runner over it. The traced Python functions
-    # reach fun through fun_ref (a weak reference), never directly.
+    # Each hook builds a _Compiled for this call (or, for a user's tf.function,
+    # finds in _CACHE the one shared by every call with the same fun, hook
+    # kind and layout), and hands the driver a _Run: this call's runner over
+    # it. The traced Python functions reach fun through fun_ref (a weak
+    # reference for the shared ones), never directly.
 
     def _tree(self, buf: tf.Tensor, layout: Layout) -> Any:
         return layout.unflatten(self._views(buf, layout))
@@ -222,7 +231,7 @@ class TensorflowBackend(Backend):
 
             return _Compiled(build, (tf.TensorSpec([layout.n], info.transfer),), info.device)
 
-        run = _Run(_CACHE.get(fun, ("value", layout), make))
+        run = _Run(_cache_for(fun).get(fun, ("value", layout), make))
         eager = False
 
         def value(x: np.ndarray, args: tuple) -> float:
@@ -230,10 +239,12 @@ class TensorflowBackend(Backend):
             if not eager:
                 try:
                     return float(run.evaluate((self._buffer(x, info, copy=False),), args).numpy())
-                except _TRACE_ERRORS:
-                    # Only tracing raises these (a graph fails with tf.errors).
-                    # Gradient-free methods need no tracing: call fun as it is.
+                except Exception as e:  # noqa: BLE001 - only tracing pitfalls fall back
+                    if not _untraceable(e):
+                        raise
+                    # Gradient-free methods need no tracing: call fun as it is, and say so once.
                     eager = True
+                    _warn_eager(e)
             return self.to_scalar(fun(layout.unflatten(self.from_flat(x, layout)), *args))
 
         run.runner = value
@@ -258,7 +269,7 @@ class TensorflowBackend(Backend):
 
             return _Compiled(build, (tf.TensorSpec([layout.n], info.transfer),), info.device)
 
-        run = _Run(_CACHE.get(fun, ("value_and_grad", layout), make))
+        run = _Run(_cache_for(fun).get(fun, ("value_and_grad", layout), make))
 
         def value_and_grad(x: np.ndarray, args: tuple):
             value, grad = run.evaluate((self._buffer(x, info, copy=False),), args)
@@ -289,7 +300,7 @@ class TensorflowBackend(Backend):
 
             return _Compiled(build, (spec, spec), info.device)
 
-        run = _Run(_CACHE.get(fun, ("linearize_grad", layout), make))
+        run = _Run(_cache_for(fun).get(fun, ("linearize_grad", layout), make))
 
         def linearize(x: np.ndarray, args: tuple):
             # Reused by every product at this x: the device buffer, the
@@ -313,7 +324,7 @@ class TensorflowBackend(Backend):
         def make(fun_ref):
             def build(rebuild_args):
                 def constraint(buf, args):
-                    return _flat1d(tf.convert_to_tensor(fun_ref()(self._tree(buf, layout), *args)))
+                    return _flat_output(fun_ref()(self._tree(buf, layout), *args))
 
                 def value_and_jac(head, dynamic):
                     (buf,) = head
@@ -339,7 +350,7 @@ class TensorflowBackend(Backend):
 
             return _Compiled(build, (tf.TensorSpec([n], info.transfer),), info.device)
 
-        run = _Run(_CACHE.get(fun, ("value_and_jac", layout), make))
+        run = _Run(_cache_for(fun).get(fun, ("value_and_jac", layout), make))
 
         def value_and_jac_flat(x: np.ndarray, args: tuple):
             c, jac = run.evaluate((self._buffer(x, info, copy=False),), args)
@@ -367,6 +378,23 @@ def _flat1d(t: tf.Tensor) -> tf.Tensor:
     return t if t.shape.rank == 1 else tf.reshape(t, [-1])
 
 
+def _flat_output(c: Any) -> tf.Tensor:
+    """A constraint's value as one 1-d tensor.
+
+    A (nested) list or tuple is its items raveled and concatenated, in the
+    widest floating dtype among its tensors (TensorFlow does not mix dtypes).
+    """
+    if not isinstance(c, (list, tuple)):
+        return _flat1d(tf.convert_to_tensor(c))
+    parts = [_flat_output(v) if isinstance(v, (list, tuple)) or _is_tf_leaf(v) else v for v in c]
+    tensors = [t for t in parts if isinstance(t, tf.Tensor)]
+    if not tensors:
+        return _flat1d(tf.convert_to_tensor(c))
+    dtype = max((t.dtype for t in tensors if t.dtype.is_floating), key=lambda d: d.size, default=tensors[0].dtype)
+    return tf.concat([_flat1d(_cast(t, dtype)) if isinstance(t, tf.Tensor) else tf.constant([t], dtype)
+                      for t in parts], 0)
+
+
 def _scalar(value: Any, check: bool = True) -> tf.Tensor:
     """fun's value as a 0-d tensor, or a ValueError saying what it was.
 
@@ -386,21 +414,83 @@ def _scalar(value: Any, check: bool = True) -> tf.Tensor:
     return tf.reshape(value, [])
 
 
+def _warn_eager(cause: BaseException) -> None:
+    cause = cause.__cause__ if cause.__cause__ is not None else cause
+    warnings.warn(
+        f"fun could not be traced by tf.function ({type(cause).__name__}: {cause}); this gradient-free "
+        "run calls it eagerly at every evaluation instead, which is slower",
+        UserWarning,
+        stacklevel=2,
+    )
+
+
 def _connected(grad: Any) -> tf.Tensor:
     if grad is None:
         raise ValueError(
             "fun's value does not depend on x through TensorFlow ops (was it a constant, "
-            "or computed with NumPy or under tf.stop_gradient?)"
+            f"or computed with NumPy or under tf.stop_gradient?); {ASSIGN_HINT}"
         )
     return tf.convert_to_tensor(grad)  # IndexedSlices (from gathers) become dense
 
 
-#: What tracing a function that needs concrete values raises (``.numpy()``,
-#: ``float(x)``, NumPy on a symbolic tensor).
-_TRACE_ERRORS = (TypeError, AttributeError, NotImplementedError)
+EAGER_HINT = (
+    "fun is traced by tf.function, so its tensors are symbolic: use TensorFlow ops, not .numpy(), "
+    "float(x) or NumPy, on them; to debug fun eagerly, call tf.config.run_functions_eagerly(True)"
+)
+ASSIGN_HINT = (
+    "assigning x to variables (variable.assign(...)) cuts the gradient: evaluate a Keras model "
+    "on x with model.stateless_call, x0 = keras_parameters(model)"
+)
 
 
-# ---- compiled functions, cached across minimize calls ----------------------
+_EAGER_TENSOR = type(tf.constant(0.0))
+
+
+def _unwrapped(error: BaseException) -> BaseException:
+    """The exception user code raised, where autograph re-raised a copy of it.
+
+    Autograph raises a new exception (of the same class with an annotated
+    message, or a ``StagingError`` when the class cannot be rebuilt from a
+    message) whose ``__context__`` is the original: the copy and the
+    original share one ``ag_error_metadata`` object, which tells them apart
+    from an exception the user raised while handling another.
+    """
+    while True:
+        metadata = getattr(error, "ag_error_metadata", None)
+        source = error.__context__
+        if metadata is None or source is None or getattr(source, "ag_error_metadata", None) is not metadata:
+            return error
+        error = source
+
+
+def _untraceable(error: BaseException) -> bool:
+    """Whether ``error`` is what tracing raises for code that needs concrete values."""
+    if isinstance(error, tf.errors.OperatorNotAllowedInGraphError):  # Python bool of a tensor
+        return True
+    if isinstance(error, AttributeError):  # .numpy() on a symbolic tensor: what only eager tensors have
+        return isinstance(getattr(error, "obj", None), tf.Tensor) and hasattr(_EAGER_TENSOR, error.name or "")
+    if isinstance(error, (NotImplementedError, TypeError)):  # NumPy, float() on a symbolic tensor
+        return "symbolic" in str(error).lower()
+    return False
+
+
+def _explained(error: BaseException) -> BaseException:
+    """``error`` with a hint when it is a tracing pitfall; the user's own exceptions as they are."""
+    if not _untraceable(error) or EAGER_HINT in str(error):
+        return error
+    message = f"{error} ({EAGER_HINT})"
+    if isinstance(error, AttributeError):
+        hinted = AttributeError(message, name=error.name, obj=error.obj)
+    else:
+        try:
+            hinted = type(error)(message)
+        except Exception:  # noqa: BLE001 - a class that cannot take a message: leave it
+            return error
+    hinted.__cause__ = error
+    return hinted
+
+
+# ---- compiled functions: per call, or across calls for a tf.function -------
 
 #: Most hooks (kinds x layouts) kept per user function, and most traces (kinds
 #: of ``args``) per hook; the least recently used go first.
@@ -410,8 +500,21 @@ MAX_TRACES_PER_HOOK = 8
 _CACHE = CompileCache(MAX_HOOKS_PER_FUNCTION)
 
 
+def _cache_for(fun: Callable) -> CompileCache | CallCache:
+    """Where one hook keeps its traces: across calls only for a ``tf.function`` of the user's.
+
+    Anything else ``fun`` reads at trace time may change between calls, so
+    it is traced once per call (see :mod:`dict_minimize.core.cache`).
+    """
+    if isinstance(fun, tf.types.experimental.PolymorphicFunction):
+        return _CACHE
+    return CallCache(MAX_HOOKS_PER_FUNCTION)
+
+
 class _Compiled:
-    """One hook's ``tf.function``s with fixed signatures, one per kind of ``args``; shared by calls.
+    """One hook's ``tf.function``s with fixed signatures, one per kind of ``args``.
+
+    Made per call, or shared by calls for a user's ``tf.function`` (:func:`_cache_for`).
 
     ``args`` is split into dynamic leaves (tensors and NumPy arrays: inputs of
     the compiled function) and static ones (everything else: baked into the
@@ -489,10 +592,16 @@ class _Compiled:
             return concrete[0](head, dynamic)
 
         def call(head: tuple, dynamic: tuple):
-            if self._device is None:  # TensorFlow's default placement: no scope to enter
-                return run(head, dynamic)
-            with tf.device(self._device):
-                return run(head, dynamic)
+            try:
+                if self._device is None:  # TensorFlow's default placement: no scope to enter
+                    return run(head, dynamic)
+                with tf.device(self._device):
+                    return run(head, dynamic)
+            except Exception as e:  # noqa: BLE001 - re-raised: the user's own, or with a hint
+                error = _explained(_unwrapped(e))
+                if error is e:
+                    raise
+            raise error  # outside the handler: the user's exception keeps its own context
 
         return function, call
 
@@ -557,8 +666,8 @@ minimize = bind(
     tensor="tf.Tensor",
     jac_none=(
         "``None``: the gradient by ``tf.GradientTape`` in a ``tf.function`` traced once "
-        "and reused by later calls with the same ``fun`` and layout "
-        "(``fun`` must be traceable; see the module docstring)."
+        "per call (across calls for a ``fun`` that is itself a ``tf.function``; "
+        "``fun`` must be traceable; see the module docstring)."
     ),
     hess_none=(
         "``None``: Hessian-vector products by autodiff (forward over reverse) where the method uses them."

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .core import Backend, Layout, bind, bind_least_squares, bind_root
+from .core.backend import NotConnected, refuse_complex
 from .core.distributed import DISTRIBUTED_DOC, Communicator, with_distributed
 
 __all__ = ["load_parameters", "minimize", "least_squares", "root", "parameters"]
@@ -28,6 +29,31 @@ class _Info:
     devices: tuple  # each leaf's device
     transfer: torch.dtype  # dtype of the flat buffer on the device
     uniform: bool  # every leaf has the transfer dtype
+
+
+def _flat_output(c: Any) -> torch.Tensor:
+    """A constraint's value as one 1-d tensor, keeping autograd.
+
+    A tensor is raveled; a (nested) list or tuple holding tensors is the
+    concatenation of its raveled items (numbers among them become tensors
+    of the items' dtype); anything else is read as an array.
+    """
+    if isinstance(c, torch.Tensor):
+        return c.reshape(-1)
+    if isinstance(c, (list, tuple)) and _holds_tensor(c):
+        parts = [_flat_output(v) if isinstance(v, (torch.Tensor, list, tuple)) else v for v in c]
+        tensors = [t for t in parts if isinstance(t, torch.Tensor)]
+        dtype, device = tensors[0].dtype, tensors[0].device
+        for t in tensors[1:]:
+            dtype = torch.promote_types(dtype, t.dtype)
+        parts = [t.to(dtype) if isinstance(t, torch.Tensor) else torch.tensor([float(t)], dtype=dtype, device=device)
+                 for t in parts]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=device)
+    return torch.as_tensor(np.asarray(c, dtype=np.float64)).reshape(-1)
+
+
+def _holds_tensor(seq: Any) -> bool:
+    return any(isinstance(v, torch.Tensor) or (isinstance(v, (list, tuple)) and _holds_tensor(v)) for v in seq)
 
 
 class TorchBackend(Backend):
@@ -79,6 +105,7 @@ class TorchBackend(Backend):
         return flat.cpu().numpy().astype(np.float64)
 
     def _buffer(self, x: np.ndarray, info: _Info, device) -> torch.Tensor:
+        refuse_complex(x, "torch")  # every flat vector SciPy hands over comes through here
         if info.transfer == torch.float32:
             host = np.asarray(x, dtype=np.float32)  # a new array: never aliases x
         else:
@@ -211,14 +238,16 @@ class TorchBackend(Backend):
         def value_and_jac(x: np.ndarray, args: tuple):
             with torch.enable_grad():
                 inputs, leaves = self._tracked(x, layout)
-                c = fun(layout.unflatten(leaves), *args)
-                if not isinstance(c, torch.Tensor):
-                    c = torch.as_tensor(c)
-                c = c.reshape(-1)
+                c = _flat_output(fun(layout.unflatten(leaves), *args))
                 m = c.numel()
                 c_host = self.to_numpy(c).astype(np.float64)
-                if not c.requires_grad or m == 0:
-                    return c_host, np.zeros((m, layout.n))
+                if m == 0:
+                    return c_host, np.zeros((0, layout.n))
+                if not c.requires_grad:
+                    raise NotConnected(
+                        "the constraint's value does not depend on x through autograd (was it a Python "
+                        "float, or computed with .item(), float(), NumPy or under torch.no_grad()?)"
+                    )
                 if m <= layout.n:
                     # Reverse mode: m vector-Jacobian products, batched with vmap.
                     eye = torch.eye(m, dtype=c.dtype, device=c.device)
@@ -231,7 +260,7 @@ class TorchBackend(Backend):
             # Forward mode: n Jacobian-vector products, when the outputs outnumber the inputs.
             def flat_fun(*flat_inputs):
                 views = self._views(flat_inputs[0], layout) if layout.info.device is not None else list(flat_inputs)
-                return torch.as_tensor(fun(layout.unflatten(views), *args)).reshape(-1)
+                return _flat_output(fun(layout.unflatten(views), *args))
 
             detached = [t.detach() for t in inputs]
             jacs = torch.func.jacfwd(flat_fun, argnums=tuple(range(len(detached))))(*detached)

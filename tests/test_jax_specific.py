@@ -124,53 +124,103 @@ def test_minibatches_of_one_shape_reuse_the_compiled_function():
     assert abs(float(res.x["m"]) - 3.0) < 1.0
 
 
-def test_compiled_code_is_reused_by_later_calls_with_the_same_layout():
+LAM = 0.0  # read by `regularized` at trace time: changed between calls below
+
+
+def regularized(x):
+    return jnp.sum((x["w"] - 1.0) ** 2) + LAM * jnp.sum(x["w"] ** 2)
+
+
+def test_a_global_changed_between_calls_is_seen_by_the_next_call():
+    global LAM
+    try:
+        for LAM in (0.0, 1.0, 10.0):
+            res = minimize(regularized, {"w": jnp.zeros(3)}, method="L-BFGS-B")
+            np.testing.assert_allclose(np.asarray(res.x["w"]), 1.0 / (1.0 + LAM), rtol=1e-4)
+    finally:
+        LAM = 0.0
+
+
+@pytest.mark.parametrize("method", ["L-BFGS-B", "Newton-CG", "Nelder-Mead"])
+def test_a_closure_changed_between_calls_is_seen_by_the_next_call(method):
+    target = [1.0]
+
+    def fun(x):
+        return jnp.sum((x["w"] - target[0]) ** 2)
+
+    cons = [{"type": "ineq", "fun": lambda x: target[0] + 1.0 - x["w"]}]
+    for value in (1.0, 3.0):
+        target[0] = value
+        res = minimize(fun, {"w": jnp.zeros(2)}, method=method, options={"maxiter": 2000})
+        np.testing.assert_allclose(np.asarray(res.x["w"]), value, atol=1e-3)
+        constrained = minimize(fun, {"w": jnp.zeros(2)}, method="SLSQP", constraints=cons)
+        np.testing.assert_allclose(np.asarray(constrained.x["w"]), value, atol=1e-4)
+
+
+def test_a_plain_function_is_traced_once_per_call_and_never_cached():
+    from dict_minimize import jax_api
+
     fun = Counted(chained_rosenbrock)
+    functions_before = len(jax_api._CACHE)
     first = minimize(fun, rosenbrock_x0(20), method="L-BFGS-B")
     again = minimize(fun, rosenbrock_x0(20), method="L-BFGS-B")
-    assert fun.calls == 1  # traced once for both calls
+    assert fun.calls == 2  # once per call: what fun reads may have changed in between
+    assert len(jax_api._CACHE) == functions_before
     np.testing.assert_array_equal(np.asarray(first.x["tail"]), np.asarray(again.x["tail"]))
     assert first.nfev == again.nfev
-    minimize(fun, rosenbrock_x0(22), method="L-BFGS-B")  # other shapes: traced again
-    assert fun.calls == 2
-    minimize(fun, {"tail": rosenbrock_x0(20)["tail"], "head": rosenbrock_x0(20)["head"]}, method="L-BFGS-B")
-    assert fun.calls == 3  # same shapes, other key order: another layout
 
 
-def test_static_args_are_part_of_the_cache_key():
+def test_a_function_the_user_jitted_shares_compiled_code_across_calls():
+    from dict_minimize import jax_api
+
+    jitted = jax.jit(chained_rosenbrock)
+    functions_before = len(jax_api._CACHE)
+    first = minimize(jitted, rosenbrock_x0(20), method="L-BFGS-B")
+    again = minimize(jitted, rosenbrock_x0(20), method="L-BFGS-B")
+    assert len(jax_api._CACHE) == functions_before + 1
+    layout, _ = flat_point(rosenbrock_x0(20))
+    static = jax_api._partition_args(())[1]
+    compiled = jax_api._CACHE.get(jitted, ("value_and_grad", layout, static), make=None)  # already built
+    assert compiled._cache_size() == 1  # one trace for both calls
+    np.testing.assert_array_equal(np.asarray(first.x["tail"]), np.asarray(again.x["tail"]))
+    minimize(jitted, rosenbrock_x0(22), method="L-BFGS-B")  # other shapes: another entry
+    other = flat_point(rosenbrock_x0(22))[0]
+    assert jax_api._CACHE.get(jitted, ("value_and_grad", other, static), make=None)._cache_size() == 1
+
+
+def test_static_args_compile_once_per_distinct_value_within_a_call():
     fun = Counted(lambda x, target: jnp.sum((x["w"] - target) ** 2))
-    for target in (1.0, 2.0, 1.0):
-        res = minimize(fun, {"w": jnp.zeros(3)}, args=(target,), method="L-BFGS-B")
-        np.testing.assert_allclose(np.asarray(res.x["w"]), target, atol=1e-5)
-    assert fun.calls == 2  # 1.0, 2.0; then 1.0 again from the cache
+    res = minimize(fun, {"w": jnp.zeros(3)}, batches=[1.0, 2.0, 1.0, 2.0], method="L-BFGS-B",
+                   options={"maxiter": 8})
+    assert res.nit == 8
+    assert fun.calls == 2  # 1.0, 2.0; then both again from this call's compiled code
 
 
-def test_bound_methods_share_compiled_code():
+def test_a_bound_methods_attributes_changed_between_calls_are_seen():
     class Model:
         def __init__(self):
-            self.calls = 0
+            self.calls, self.centre = 0, 3.0
 
         def loss(self, x):
             self.calls += 1
-            return jnp.sum((x["w"] - 3.0) ** 2)
+            return jnp.sum((x["w"] - self.centre) ** 2)
 
     model = Model()
-    for _ in range(2):  # `model.loss` is a new bound-method object each time
+    for centre in (3.0, -1.0):
+        model.centre = centre
         res = minimize(model.loss, {"w": jnp.zeros(2)}, method="L-BFGS-B")
-        np.testing.assert_allclose(np.asarray(res.x["w"]), 3.0, atol=1e-5)
-    assert model.calls == 1
+        np.testing.assert_allclose(np.asarray(res.x["w"]), centre, atol=1e-5)
+    assert model.calls == 2
 
 
-def test_the_cache_does_not_keep_fun_alive():
+def test_the_cache_does_not_keep_a_jitted_fun_alive():
     import gc
     import weakref
 
     from dict_minimize import jax_api
 
     big = jnp.ones(3)
-
-    def fun(x):
-        return jnp.sum((x["w"] - big) ** 2)
+    fun = jax.jit(lambda x: jnp.sum((x["w"] - big) ** 2))
 
     gc.collect()  # earlier tests' functions that only a collection frees
     functions_before = len(jax_api._CACHE)
@@ -192,6 +242,7 @@ def test_gradient_is_taken_with_respect_to_the_leaves():
         return sum(jnp.sum(leaf**2) for leaf in x.values())
 
     x0 = {f"k{i}": jnp.ones(5) for i in range(4)}
+    fun = jax.jit(fun)  # cached across calls: the compiled function can be looked up
     layout, x = flat_point(x0)
     value, grad = BACKEND.value_and_grad(fun, layout)(x, ())
     assert value == pytest.approx(20.0)
@@ -217,10 +268,27 @@ def test_gradient_free_methods_fall_back_to_eager_for_untraceable_fun():
         w = np.asarray(x["w"])  # a tracer error under jax.jit
         return float(np.sum((w - 2.0) ** 2))
 
-    res = minimize(fun, {"w": jnp.zeros(2)}, method="Powell")
+    with pytest.warns(UserWarning, match=r"could not be traced.*TracerArrayConversionError.*eagerly") as seen:
+        res = minimize(fun, {"w": jnp.zeros(2)}, method="Powell")
     np.testing.assert_allclose(np.asarray(res.x["w"]), 2.0, atol=1e-4)
     assert traced[0] and not any(traced[1:])  # one failed trace, then every evaluation eagerly
     assert len(traced) > 10
+    assert sum("could not be traced" in str(w.message) for w in seen) == 1  # said once
+
+
+def test_other_errors_while_tracing_do_not_fall_back():
+    class Mistake(TypeError):
+        pass
+
+    def fun(x):
+        raise Mistake("the user's own TypeError")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback warning: the error itself comes out
+        with pytest.raises(Mistake, match="the user's own TypeError"):
+            minimize(fun, {"w": jnp.zeros(2)}, method="Nelder-Mead")
+    with pytest.raises(TypeError):
+        minimize(lambda x: jnp.sum(x["w"]) + "a", {"w": jnp.zeros(2)}, method="Nelder-Mead")
 
 
 def test_fun_must_return_a_scalar():
@@ -558,3 +626,36 @@ def test_mnist1d_example_reduced(monkeypatch):
     out = _example("mnist1d_mlp_jax").main(n_train=400, maxiter=30, verbose=False)
     assert out["nit"] <= 30 and out["final_loss"] < 0.7 * out["initial_loss"]
     assert out["test_accuracy"] > 0.2  # chance is 0.1
+
+
+# ---- growing batches: a bounded number of compilations ----------------------
+
+
+def _growing_run(**schedule):
+    from dict_minimize import growing_batches
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(512, 3)).astype(np.float32)
+    y = (X @ np.array([1.0, -2.0, 0.5]) + rng.normal(scale=0.3, size=512)).astype(np.float32)
+    sizes = []
+
+    def batches():
+        for i in growing_batches(len(X), 32, growth=1.1, seed=0, **schedule):
+            sizes.append(len(i))
+            yield X[i], y[i]
+
+    fun = Counted(lambda w, batch: jnp.mean((batch[0] @ w["w"] - batch[1]) ** 2))
+    res = minimize(fun, {"w": jnp.zeros(3)}, method="L-BFGS-B", batches=batches(), options={"maxiter": 30})
+    return res, fun.calls, sizes
+
+
+def test_growing_batches_in_buckets_compile_once_per_bucket():
+    res, traces, sizes = _growing_run(bucket=2.0)
+    assert res.nit == 30
+    assert set(sizes) <= {32, 64, 128, 256, 512}
+    # One trace per distinct batch shape evaluated (the last batch drawn may go unused).
+    assert 3 <= traces <= len(set(sizes)) <= 5
+    np.testing.assert_allclose(np.asarray(res.x["w"]), [1.0, -2.0, 0.5], atol=0.1)
+    # Without buckets every iteration brings a new shape, and a new trace.
+    _, traces_unbucketed, sizes_unbucketed = _growing_run()
+    assert len(set(sizes_unbucketed)) - 1 <= traces_unbucketed and traces_unbucketed >= 25

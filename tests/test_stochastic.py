@@ -409,6 +409,17 @@ def test_growing_batches_without_overlap_visit_every_sample_once_per_pass():
     assert len(np.unique(np.concatenate(batches[:10]))) == 100
 
 
+def test_growing_batches_in_buckets_take_a_few_sizes_and_fill_up_when_unbucketed_do():
+    bucketed = [len(b) for b in _take(700, 4000, 250, growth=1.0046, seed=0, bucket=2.0)]
+    full = [len(b) for b in _take(700, 4000, 250, growth=1.0046, seed=0)]
+    assert set(bucketed) == {250, 500, 1000, 2000, 4000}  # log2(4000 / 250) + 1 sizes
+    assert len(set(full)) > 500  # without buckets: a new size nearly every iteration
+    assert bucketed.index(4000) == full.index(4000)  # the full set from the same iteration on
+    assert all(b <= f for b, f in zip(bucketed, full))  # each rounded down, never up
+    batches = _take(30, 100, 10, growth=1.2, overlap=0.5, seed=1, bucket=2.0)
+    assert all(len(np.unique(b)) == len(b) for b in batches)  # real, distinct samples: no padding
+
+
 def test_growing_batches_are_reproducible_from_the_seed():
     a, b, c = (_take(20, 50, 7, growth=1.1, overlap=0.4, seed=s) for s in (3, 3, 4))
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
@@ -423,6 +434,8 @@ def test_growing_batches_are_reproducible_from_the_seed():
     (dict(n=10, start=2, growth=float("inf")), ValueError, "growth"),
     (dict(n=10, start=2, overlap=1.0), ValueError, "overlap"),
     (dict(n=10, start=2, overlap=-0.1), ValueError, "overlap"),
+    (dict(n=10, start=2, bucket=1.0), ValueError, "bucket"),
+    (dict(n=10, start=2, bucket=float("nan")), ValueError, "bucket"),
 ])
 def test_growing_batches_reject_bad_arguments_early(kwargs, error, match):
     from dict_minimize import growing_batches

@@ -75,53 +75,103 @@ def test_hvp_traced_once_over_newton_cg(monkeypatch):
     np.testing.assert_allclose(res.x["tail"].numpy(), 1.0, atol=1e-6)
 
 
-def test_traces_are_reused_by_later_calls_with_the_same_layout():
+LAM = 0.0  # read by `regularized` at trace time: changed between calls below
+
+
+def regularized(x):
+    return tf.reduce_sum((x["w"] - 1.0) ** 2) + LAM * tf.reduce_sum(x["w"] ** 2)
+
+
+def test_a_global_changed_between_calls_is_seen_by_the_next_call():
+    global LAM
+    try:
+        for LAM in (0.0, 1.0, 10.0):
+            res = minimize(regularized, {"w": tf.zeros([3])}, method="L-BFGS-B")
+            np.testing.assert_allclose(res.x["w"].numpy(), 1.0 / (1.0 + LAM), rtol=1e-4)
+    finally:
+        LAM = 0.0
+
+
+@pytest.mark.parametrize("method", ["L-BFGS-B", "Newton-CG", "Nelder-Mead"])
+def test_a_closure_changed_between_calls_is_seen_by_the_next_call(method):
+    target = [1.0]
+
+    def fun(x):
+        return tf.reduce_sum((x["w"] - target[0]) ** 2)
+
+    cons = [{"type": "ineq", "fun": lambda x: target[0] + 1.0 - x["w"]}]
+    for value in (1.0, 3.0):
+        target[0] = value
+        res = minimize(fun, {"w": tf.zeros([2])}, method=method, options={"maxiter": 2000})
+        np.testing.assert_allclose(res.x["w"].numpy(), value, atol=1e-3)
+        constrained = minimize(fun, {"w": tf.zeros([2])}, method="SLSQP", constraints=cons)
+        np.testing.assert_allclose(constrained.x["w"].numpy(), value, atol=1e-4)
+
+
+def test_a_plain_function_is_traced_once_per_call_and_never_cached():
+    from dict_minimize import tensorflow_api
+
     python_calls = []
 
     def fun(x, scale, offset):
         python_calls.append(1)  # runs only while tracing
         return chained_rosen(x, scale, offset)
 
+    x0 = {"head": tf.fill([6], -1.0), "tail": tf.zeros([2, 3], tf.float32)}
+    functions_before = len(tensorflow_api._CACHE)
+    first = minimize(fun, x0, args=(tf.constant(100.0), 0.0), method="L-BFGS-B")
+    again = minimize(fun, x0, args=(tf.constant(100.0), 0.0), method="L-BFGS-B")
+    assert len(python_calls) == 2  # once per call: what fun reads may have changed in between
+    assert len(tensorflow_api._CACHE) == functions_before
+    np.testing.assert_array_equal(first.x["head"].numpy(), again.x["head"].numpy())
+
+
+def test_a_tf_function_of_the_user_shares_traces_across_calls(monkeypatch):
+    from dict_minimize import tensorflow_api
+
+    made = capture(monkeypatch, "value_and_grad")
+    compiled_fun = tf.function(chained_rosen)
+
     def x0(n=6):
         return {"head": tf.fill([n], -1.0), "tail": tf.zeros([2, 3], tf.float32)}
 
     args = (tf.constant(100.0), 0.0)
-    first = minimize(fun, x0(), args=args, method="L-BFGS-B")
-    again = minimize(fun, x0(), args=(tf.constant(100.0), 0.0), method="L-BFGS-B")
-    assert len(python_calls) == 1  # traced once for both calls
+    functions_before = len(tensorflow_api._CACHE)
+    first = minimize(compiled_fun, x0(), args=args, method="L-BFGS-B")
+    again = minimize(compiled_fun, x0(), args=(tf.constant(100.0), 0.0), method="L-BFGS-B")
+    assert len(tensorflow_api._CACHE) == functions_before + 1
+    assert made[0].compiled is made[1].compiled and made[1].tracing_count() == 1  # one trace, both calls
     np.testing.assert_array_equal(first.x["head"].numpy(), again.x["head"].numpy())
-    minimize(fun, x0(7), args=args, method="L-BFGS-B")  # other shapes: traced again
-    assert len(python_calls) == 2
-    minimize(fun, x0(), args=(tf.constant(100.0), 0.5), method="L-BFGS-B")  # other static arg
-    assert len(python_calls) == 3
-    minimize(fun, {"tail": x0()["tail"], "head": x0()["head"]}, args=args, method="L-BFGS-B")
-    assert len(python_calls) == 4  # same shapes, other key order: another layout
+    minimize(compiled_fun, x0(), args=(tf.constant(100.0), 0.5), method="L-BFGS-B")  # other static arg
+    assert made[2].compiled is made[0].compiled and made[2].tracing_count() == 2
+    minimize(compiled_fun, x0(7), args=args, method="L-BFGS-B")  # other shapes: another layout
+    assert made[3].compiled is not made[0].compiled and made[3].tracing_count() == 1
 
 
-def test_bound_methods_share_traces():
+def test_a_bound_methods_attributes_changed_between_calls_are_seen():
     class Model:
         def __init__(self):
-            self.traces = 0
+            self.traces, self.centre = 0, 3.0
 
         def loss(self, x):
             self.traces += 1
-            return tf.reduce_sum((x["w"] - 3.0) ** 2)
+            return tf.reduce_sum((x["w"] - self.centre) ** 2)
 
     model = Model()
-    for _ in range(2):  # `model.loss` is a new bound-method object each time
+    for centre in (3.0, -1.0):
+        model.centre = centre
         res = minimize(model.loss, {"w": tf.zeros([2])}, method="L-BFGS-B")
-        np.testing.assert_allclose(res.x["w"].numpy(), 3.0, atol=1e-5)
-    assert model.traces == 1
+        np.testing.assert_allclose(res.x["w"].numpy(), centre, atol=1e-5)
+    assert model.traces == 2
 
 
-def test_the_cache_does_not_keep_fun_alive():
+def test_the_cache_does_not_keep_a_tf_function_alive():
     import gc
     import weakref
 
     from dict_minimize import tensorflow_api
 
-    def fun(x):
-        return tf.reduce_sum((x["w"] - 1.0) ** 2)
+    fun = tf.function(lambda x: tf.reduce_sum((x["w"] - 1.0) ** 2))
 
     gc.collect()  # earlier tests' functions that only a collection frees
     functions_before = len(tensorflow_api._CACHE)
@@ -159,10 +209,49 @@ def test_gradient_free_methods_fall_back_to_eager_for_untraceable_fun():
         eager.append(tf.executing_eagerly())
         return float(np.sum((x["w"].numpy() - 2.0) ** 2))  # .numpy(): impossible in a trace
 
-    res = minimize(fun, {"w": tf.zeros([2])}, method="Powell")
+    with pytest.warns(UserWarning, match=r"could not be traced.*AttributeError.*numpy.*eagerly") as seen:
+        res = minimize(fun, {"w": tf.zeros([2])}, method="Powell")
     np.testing.assert_allclose(res.x["w"].numpy(), 2.0, atol=1e-4)
     assert not eager[0] and all(eager[1:])  # one failed trace, then every evaluation eagerly
     assert len(eager) > 10
+    assert sum("could not be traced" in str(w.message) for w in seen) == 1  # said once
+
+
+@pytest.mark.parametrize("bug", ["TypeError", "AttributeError", "NotImplementedError"])
+def test_errors_that_are_not_tracing_pitfalls_do_not_fall_back(bug):
+    def fun(x):
+        if bug == "TypeError":
+            return x["w"] + "a"  # a real bug: eager execution would fail too
+        if bug == "AttributeError":
+            return tf.reduce_sum(x["w"]).no_such_method()
+        raise NotImplementedError("the user's own unfinished branch")
+
+    import warnings
+
+    error = {"TypeError": TypeError, "AttributeError": AttributeError, "NotImplementedError": NotImplementedError}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback warning: the error itself comes out
+        with pytest.raises(error[bug]):
+            minimize(fun, {"w": tf.zeros([2])}, method="Nelder-Mead")
+
+
+def test_numpy_in_a_traced_objective_gets_a_hint():
+    with pytest.raises(AttributeError, match=r"numpy.*run_functions_eagerly\(True\)"):
+        minimize(lambda x: tf.reduce_sum(x["w"].numpy()), {"w": tf.zeros([2])}, method="L-BFGS-B")
+
+
+def test_assigning_x_to_keras_variables_gets_a_hint():
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    X = tf.ones([4, 3])
+
+    def loss(params):
+        for variable, value in zip(model.trainable_variables, params.values()):
+            variable.assign(value)  # cuts the gradient from params
+        return tf.reduce_mean(model(X) ** 2)
+
+    with pytest.raises(ValueError, match=r"does not depend on x.*variable\.assign.*stateless_call"):
+        minimize(loss, keras_parameters(model), method="L-BFGS-B")
 
 
 def test_variables_untouched_and_results_are_tensors_with_x0_dtypes():
@@ -364,3 +453,21 @@ def test_mnist1d_example_reduced(monkeypatch):
     assert out["nit"] <= 20
     assert out["test_accuracy"] > 0.2  # chance is 0.1
     assert out["final_loss"] < out["initial_loss"]
+
+
+def test_epochs_over_an_infinite_dataset_is_refused():
+    X = np.linspace(0.0, 1.0, 40, dtype=np.float32)
+    endless = tf.data.Dataset.from_tensor_slices(X).batch(10).repeat()
+
+    def loss(w, batch):
+        return tf.reduce_mean((w["m"] - batch) ** 2)
+
+    with pytest.raises(ValueError, match=r"epochs=.*infinite.*repeat"):
+        minimize(loss, {"m": tf.zeros([])}, batches=endless, epochs=1, method="L-BFGS-B")
+    # Bounded by maxiter instead, the same source runs.
+    res = minimize(loss, {"m": tf.zeros([])}, batches=endless, method="L-BFGS-B", options={"maxiter": 6})
+    assert res.nit == 6
+    # A finite dataset counts its epochs: 4 batches a pass, 2 passes.
+    finite = tf.data.Dataset.from_tensor_slices(X).batch(10)
+    res = minimize(loss, {"m": tf.zeros([])}, batches=finite, epochs=2, method="L-BFGS-B")
+    assert res.epochs == 2 and res.nit <= 8 and res.success

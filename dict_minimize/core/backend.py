@@ -31,6 +31,30 @@ Linearize = Callable[[np.ndarray, tuple], Callable[[np.ndarray], np.ndarray]]
 ValueAndJac = Callable[[np.ndarray, tuple], "tuple[np.ndarray, np.ndarray]"]
 
 
+class NotConnected(ValueError):
+    """A function's value does not depend on x through the framework's autodiff.
+
+    Backends raise it from the derivative hooks; the core adds which
+    function it was (``constraints[i]``) where the backend cannot know.
+    """
+
+
+def refuse_complex(x: np.ndarray, backend: str) -> None:
+    """``ValueError`` when SciPy hands a backend without complex leaves a complex ``x``.
+
+    SciPy's complex-step differences (``'cs'`` as ``jac``, ``hess`` or a
+    constraint's ``jac``) evaluate at complex points; casting them to real
+    would make every difference zero, a silent wrong gradient.
+    """
+    if np.iscomplexobj(x):
+        raise ValueError(
+            f"jac='cs' (complex-step differences, also as hess='cs' or a constraint's jac='cs') is not "
+            f"supported by the {backend} backend: its leaves are real tensors, so the complex step "
+            "would be dropped and the derivative read as zero; leave jac/hess unset (autodiff) "
+            "or use '2-point'/'3-point'"
+        )
+
+
 class NotScalarError(ValueError, TypeError):
     """The objective returned more than one value.
 

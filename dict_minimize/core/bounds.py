@@ -20,6 +20,22 @@ from scipy.optimize import Bounds
 from .tree import NAMESPACE, Layout, format_path, is_container
 
 
+#: Keys listed in the message for a key x0 does not have.
+MAX_KEYS_SHOWN = 20
+
+PAIRS_HINT = (
+    "for per-element bounds pass one (lb_array, ub_array) pair, e.g. "
+    "(np.array([0, 0]), np.array([1, 2])) for [(0, 1), (0, 2)]"
+)
+
+
+def _per_element_pairs(pair: Any) -> bool:
+    """SciPy's flat spelling, ``[(lo, hi), (lo, hi), ...]``, given for one parameter."""
+    return isinstance(pair, list) and len(pair) > 0 and all(
+        isinstance(p, tuple) and len(p) == 2 and all(_is_scalar(v) for v in p) for p in pair
+    )
+
+
 def _is_scalar(obj: Any) -> bool:
     return obj is None or (not is_container(obj) and np.ndim(obj) == 0)
 
@@ -78,8 +94,11 @@ def _walk(x_node, b_node, path, out, pairs, is_leaf):
         keys = list(fields) if fields is not None else entries
         unknown = [k for k in b_node if k not in keys]
         if unknown:
+            shown = ", ".join(repr(k) for k in keys[:MAX_KEYS_SHOWN])
+            more = f" and {len(keys) - MAX_KEYS_SHOWN} more" if len(keys) > MAX_KEYS_SHOWN else ""
             raise ValueError(
-                f"bounds name {format_path(path + (unknown[0],))}, which x0 does not have"
+                f"bounds name {format_path(path + (unknown[0],))}, which x0 does not have; "
+                f"{format_path(path)} has keys {shown}{more}"
             )
         for key, entry, child in zip(keys, entries, children):
             _walk(child, b_node.get(key), path + (entry,), out, pairs, is_leaf)
@@ -160,6 +179,15 @@ def make_bounds(
         for path, pair in zip(layout.paths, pairs):
             if pair is None:
                 pair = (None, None)
+            if _per_element_pairs(pair) and not is_container(x0):
+                # SciPy's flat form with the wrong count: SciPy's message.
+                raise ValueError(
+                    "The number of bounds is not compatible with the length of `x0`. "
+                    f"x0 has {n} elements; the bounds have {len(pair)}."
+                )
+            if _per_element_pairs(pair):
+                # Ambiguous at two elements ((0, 1) read as lb, (0, 2) as ub): never guess.
+                raise ValueError(f"bounds for {path} are a list of (lb, ub) pairs; {PAIRS_HINT}")
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
                 raise ValueError(f"bounds for {path} must be an (lb, ub) pair, got {pair!r}")
             lbs.append(pair[0])

@@ -1,4 +1,17 @@
-"""Compiled functions kept per user function, shared by the compiling backends (JAX, TensorFlow)."""
+"""Compiled functions kept for the compiling backends (JAX, TensorFlow), and the rule for sharing them.
+
+The rule: a result never depends on stale state. What ``fun`` reads when it
+is traced (globals, closure cells, attributes of a bound method's object,
+arrays it closes over) may change between two ``minimize`` calls, and nothing
+short of tracing again can prove it did not. So a plain ``fun`` is traced
+and compiled once per call (:class:`CallCache`): every evaluation of that
+call reuses the compilation, the next call builds its own. Compiled code is
+shared across calls (:class:`CompileCache`) only for a function the user
+compiled themselves (``jax.jit``, ``tf.function``): such a function already
+freezes what it read at its own trace, by the framework's rule and the
+user's choice, so reusing the wrapper's compilation around it gives the
+results the user's function itself gives.
+"""
 
 from __future__ import annotations
 
@@ -64,3 +77,30 @@ class CompileCache:
     def __len__(self) -> int:
         """How many user functions (or bound methods' objects) have entries."""
         return len(self._slots)
+
+
+class CallCache:
+    """Compiled functions of one ``minimize`` call: :class:`CompileCache`'s ``get``, held by the call.
+
+    It lives as long as the hook that made it (one call), holds ``fun``
+    strongly, and keeps at most ``max_entries`` builds, the least recently
+    used dropped first. An unhashable key gets a fresh build every time.
+    """
+
+    def __init__(self, max_entries: int):
+        self._max = max_entries
+        self._entries: OrderedDict = OrderedDict()
+
+    def get(self, fun: Callable, key: Any, make: Callable[[Callable[[], Callable]], Any]) -> Any:
+        """``make(fun_ref)`` for ``key``, built once in this call; ``fun_ref()`` is ``fun``."""
+        try:
+            hash(key)
+        except TypeError:
+            return make(lambda: fun)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        built = self._entries[key] = make(lambda: fun)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+        return built

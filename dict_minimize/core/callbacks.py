@@ -89,6 +89,8 @@ class IterationHook:
         make_args: Callable | None = None,
         total: int | None = None,
     ):
+        if progress is not None and not isinstance(progress, (bool, np.bool_, Mapping)):
+            raise TypeError(f"progress must be True, False or a mapping of tqdm arguments, got {progress!r}")
         self.method = method
         self.user = callback
         self.style = callback_style(callback, method)

@@ -12,6 +12,7 @@ are over the flat vector (see :mod:`dict_minimize.core.tree` for its order).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,7 +21,8 @@ from scipy.optimize import BFGS, LinearConstraint, NonlinearConstraint
 from scipy.sparse import issparse
 from scipy.sparse.linalg import LinearOperator
 
-from .tree import Layout, flatten_with_paths, is_container
+from .backend import NotConnected
+from .tree import Layout, flatten_with_paths, format_path, is_container
 
 
 def flat_vector(backend, value: Any) -> np.ndarray:
@@ -45,7 +47,12 @@ def flat_jacobian(backend, layout: Layout, jac: Any, is_leaf, what: str = "const
     if is_container(jac):
         paths, leaves, _ = flatten_with_paths(jac, is_leaf)
         if len(leaves) != len(layout.shapes):
-            raise ValueError(f"{what} has {len(leaves)} leaves; x0 has {len(layout.shapes)}")
+            given = {format_path(p) for p in paths}
+            missing = [p for p in layout.paths if p not in given]
+            extra = sorted(given - set(layout.paths))
+            detail = f"; it has no {', '.join(missing[:3])}" if missing else ""
+            detail += f"; x0 has no {', '.join(extra[:3])}" if extra else ""
+            raise ValueError(f"{what} has {len(leaves)} leaves; x0 has {len(layout.shapes)}{detail}")
         blocks = []
         for path, leaf, size in zip(layout.paths, leaves, layout.sizes):
             arr = np.asarray(backend.to_numpy(leaf), dtype=np.float64)
@@ -65,14 +72,18 @@ def _dense(arr: np.ndarray, layout: Layout, what: str) -> np.ndarray:
 class _JacMemo:
     """Constraint value and autodiff Jacobian from one pass, memoized by x."""
 
-    def __init__(self, value_and_jac: Callable, args: tuple):
+    def __init__(self, value_and_jac: Callable, args: tuple, name: str = "a constraint"):
         self._vj = value_and_jac
         self._args = args
+        self._name = name
         self._x = None
 
     def _at(self, x):
         if self._x is None or not np.array_equal(x, self._x):
-            self._c, self._j = self._vj(x, self._args)
+            try:
+                self._c, self._j = self._vj(x, self._args)
+            except NotConnected as e:
+                raise NotConnected(f"{self._name}: {e}") from None
             self._x = np.array(x, dtype=np.float64, copy=True)
 
     def fun(self, x):
@@ -120,7 +131,7 @@ def _translate_one(con, tree_of, backend, layout, is_leaf, index, method):
         and method not in ("cobyla", "cobyqa")  # they use constraint values only
         and (vj := backend.value_and_jac(cfun, layout)) is not None
     ):
-        autodiff = _JacMemo(vj, cargs)
+        autodiff = _JacMemo(vj, cargs, f"constraints[{index}]")
         value, new_jac = autodiff.fun, autodiff.jac
 
     hess = con.hess if isinstance(con, NonlinearConstraint) else None
@@ -162,7 +173,7 @@ def _is_default_hess(hess) -> bool:
 def _autodiff_hess(backend, cfun, cargs, layout):
     """trust-constr's ``hess(x, v)``: a LinearOperator of HVPs of ``v . c(x)``."""
     def lagrangian(tree, v, *a):
-        return backend.vdot(v, cfun(tree, *a))
+        return _vdot(backend, v, cfun(tree, *a))
 
     linearize = backend.linearize_grad(lagrangian, layout)
     if linearize is None:
@@ -174,6 +185,28 @@ def _autodiff_hess(backend, cfun, cargs, layout):
         return LinearOperator((n, n), matvec=hvp, dtype=np.float64)
 
     return hess
+
+
+def _size(c: Any) -> int:
+    """Elements in a constraint value: a tensor's (from its shape, also while traced) or a sequence's."""
+    if isinstance(c, (list, tuple)):
+        return sum(_size(item) for item in c)
+    return math.prod(int(d) for d in getattr(c, "shape", ()))
+
+
+def _vdot(backend, v: np.ndarray, c: Any) -> Any:
+    """``v . c`` in the framework, for a value that may be a (nested) list or tuple of tensors.
+
+    A sequence counts as its items raveled and concatenated, as SciPy sees it.
+    """
+    if not isinstance(c, (list, tuple)):
+        return backend.vdot(v, c)
+    total, start = 0.0, 0
+    for item in c:
+        size = _size(item)
+        total = total + _vdot(backend, v[start:start + size], item)
+        start += size
+    return total
 
 
 def _flat_side(side):

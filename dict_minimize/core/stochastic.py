@@ -36,6 +36,12 @@ class BatchFeed:
             raise TypeError(f"batches must be iterable, got {type(source).__name__}") from None
         if epochs is not None and (int(epochs) != epochs or epochs < 1):
             raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        if epochs is not None and _is_infinite(source):
+            raise ValueError(
+                "epochs= cannot be counted over batches that never end: the source says it is "
+                "infinite (a tf.data.Dataset after .repeat() has cardinality INFINITE); drop .repeat() "
+                "to count epochs, or bound the run with options={'maxiter': ...} or max_time="
+            )
         self.source = source
         self.reiterable = self._it is not source
         self.epochs = epochs
@@ -68,6 +74,25 @@ class BatchFeed:
         return self.current
 
 
+#: What ``cardinality()`` returns for a source that never ends (tf.data's INFINITE_CARDINALITY).
+INFINITE_CARDINALITY = -1
+
+
+def _is_infinite(source: Any) -> bool:
+    """Whether ``source`` says it never ends, through a ``cardinality()`` method (``tf.data``).
+
+    Duck-typed, so the core imports no framework; a source without one (or
+    whose answer is not a number, such as tf.data's UNKNOWN, -2) may end.
+    """
+    probe = getattr(source, "cardinality", None)
+    if not callable(probe):
+        return False
+    try:
+        return int(probe()) == INFINITE_CARDINALITY
+    except (TypeError, ValueError):
+        return False
+
+
 def growing_batches(
     n: int,
     start: int,
@@ -75,6 +100,7 @@ def growing_batches(
     growth: float = 1.0,
     overlap: float = 0.0,
     seed: int | np.random.Generator | None = None,
+    bucket: float | None = None,
 ) -> Iterator[np.ndarray]:
     """Indices of minibatches that grow geometrically to the full data set, for the stochastic mode.
 
@@ -102,6 +128,14 @@ def growing_batches(
         stream of shuffled passes over the data.
     seed : int, numpy.random.Generator or None
         Seeds the shuffles.
+    bucket : float or None
+        Round each size below ``n`` down to ``start * bucket**k`` (a number
+        > 1): the batch then holds that many real samples (no padding,
+        nothing else changes), and the sizes take at most
+        ``log(n / start) / log(bucket) + 2`` distinct values. A compiled
+        ``fun`` (JAX) compiles once per distinct batch shape, so this bounds
+        its compilations; ``None`` (the default) keeps every size, one new
+        shape per iteration while the batch grows.
 
     Yields
     ------
@@ -123,6 +157,12 @@ def growing_batches(
         x, y = ...  # the training set
         batches = ((x[i], y[i]) for i in growing_batches(len(x), 250, growth=1.007, overlap=0.5))
         res = minimize(loss, params, method="L-BFGS-B", batches=batches, options={"maxiter": 1000})
+
+    With ``bucket=2.0`` the sizes are a few powers of two times ``start``:
+
+    >>> sizes = [len(i) for i, _ in zip(growing_batches(100, 10, growth=1.5, seed=0, bucket=2.0), range(8))]
+    >>> sizes
+    [10, 10, 20, 20, 40, 40, 100, 100]
     """
     n = _positive_int("n", n)
     start = _positive_int("start", start)
@@ -130,7 +170,20 @@ def growing_batches(
         raise ValueError(f"growth must be a finite number >= 1, got {growth!r}")
     if not (isinstance(overlap, Real) and 0.0 <= overlap < 1.0):
         raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
-    return _growing_batches(n, start, float(growth), float(overlap), np.random.default_rng(seed))
+    if bucket is not None and not (isinstance(bucket, Real) and 1.0 < bucket < np.inf):
+        raise ValueError(f"bucket must be a finite number > 1 or None, got {bucket!r}")
+    sizes = _bucket_sizes(min(start, n), n, bucket) if bucket is not None else None
+    return _growing_batches(n, start, float(growth), float(overlap), np.random.default_rng(seed), sizes)
+
+
+def _bucket_sizes(start: int, n: int, bucket: float) -> np.ndarray:
+    """The sizes below ``n`` a batch is rounded down to: ``start * bucket**k``, increasing, distinct."""
+    sizes, size = [], float(start)
+    while int(size + 1e-9) < n:
+        if not sizes or int(size + 1e-9) > sizes[-1]:
+            sizes.append(int(size + 1e-9))
+        size *= bucket
+    return np.asarray(sizes, dtype=np.int64)
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -143,7 +196,8 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-def _growing_batches(n: int, start: int, growth: float, overlap: float, rng: np.random.Generator):
+def _growing_batches(n: int, start: int, growth: float, overlap: float, rng: np.random.Generator,
+                     sizes: np.ndarray | None = None):
     size = float(min(start, n))
     stream = rng.permutation(n)  # shuffled passes over the data, one after another
     position = 0
@@ -152,6 +206,8 @@ def _growing_batches(n: int, start: int, growth: float, overlap: float, rng: np.
         if b >= n:
             yield np.arange(n, dtype=np.int64)
             continue
+        if sizes is not None:  # down to its bucket: the largest size <= b
+            b = int(sizes[np.searchsorted(sizes, b, side="right") - 1])
         # The first b distinct samples from ``position`` on: a batch that runs
         # from one pass into the next skips the samples it already holds.
         length = b
