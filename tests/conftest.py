@@ -238,5 +238,38 @@ def capture_scipy_call(monkeypatch) -> dict:
     return seen
 
 
+class PointLog:
+    """Every point at which an objective really runs, recorded on the host.
+
+    Call ``log(*tensors)`` inside ``fun``: a host callback in the compiled
+    function (``jax.debug.callback``, ``tf.py_function``) or a plain append
+    when the framework runs eagerly, so a compiled objective is counted per
+    execution, not per trace.
+    """
+
+    def __init__(self, h: Harness):
+        self.h = h
+        self.points: list[tuple] = []
+
+    def _append(self, *arrays) -> None:
+        self.points.append(tuple(np.concatenate([np.ravel(np.asarray(a, dtype=np.float64)) for a in arrays])))
+
+    def __call__(self, *tensors) -> None:
+        if self.h.name == "jax":
+            import jax
+
+            jax.debug.callback(self._append, *tensors)
+        elif self.h.name == "tensorflow":
+            import tensorflow as tf
+
+            def record(*ts):
+                self._append(*(t.numpy() for t in ts))
+                return []
+
+            tf.py_function(record, list(tensors), Tout=[])
+        else:
+            self._append(*(self.h.to_numpy(t) for t in tensors))
+
+
 def pytest_report_header(config):
     return f"dict_minimize backends under test: {', '.join(BACKENDS)}"
