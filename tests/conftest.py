@@ -164,12 +164,11 @@ def _jax() -> Harness:
 
 
 _FACTORIES = {"numpy": _numpy, "torch": _torch, "tensorflow": _tensorflow, "jax": _jax}
-_FRAMEWORK = {"numpy": "numpy", "torch": "torch", "tensorflow": "tensorflow", "jax": "jax"}
 
 
 def _available(name: str) -> bool:
     try:
-        importlib.import_module(_FRAMEWORK[name])
+        importlib.import_module(name)  # each backend is named after its framework
         importlib.import_module(f"dict_minimize.{name}_api")
     except ImportError:
         return False

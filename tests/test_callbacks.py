@@ -161,10 +161,6 @@ def test_cobyla_callback(backend, style):
 
 # ---- StopIteration -------------------------------------------------------------------
 
-def stop_params(methods):
-    return list(methods)
-
-
 def check_stopped(h, res, seen):
     assert res.success is False
     assert "callback" in res.message.lower()
@@ -175,7 +171,7 @@ def check_stopped(h, res, seen):
     np.testing.assert_array_equal(flat(h, res.x), seen[0])  # x: where the callback stopped it
 
 
-@pytest.mark.parametrize("method", stop_params([m for m in MINIMIZE_METHODS if m in MINIMIZE_METHODS_NEW_CB]))
+@pytest.mark.parametrize("method", [m for m in MINIMIZE_METHODS if m in MINIMIZE_METHODS_NEW_CB])
 def test_stop_iteration_new_style(backend, method):
     h = backend
     fun, x0, kwargs = problem(h, method)
@@ -188,7 +184,7 @@ def test_stop_iteration_new_style(backend, method):
     check_stopped(h, h.minimize(fun, x0, method=method, callback=callback, **kwargs), seen)
 
 
-@pytest.mark.parametrize("method", stop_params(LEGACY_METHODS))
+@pytest.mark.parametrize("method", LEGACY_METHODS)
 def test_stop_iteration_legacy_style(backend, method):
     """Every method, TNC included (SciPy's TNC itself cannot stop on it)."""
     h = backend

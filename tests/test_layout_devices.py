@@ -74,7 +74,9 @@ _SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def two_devices():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(ROOT)] + sys.path))
+    # The checkout these tests belong to first (a copy under benchmarks/mutation_check.py too).
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=path)
     proc = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

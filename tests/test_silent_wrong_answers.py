@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 TARGETS = (0.0, 1.0, 10.0)
+_TARGET = None  # read by an objective below, as a user's module-level setting
 
 # Issue 10: the complex step is cast to real in these backends, every gradient is zero and the
 # run returns x0 with success=True.
@@ -68,4 +69,15 @@ def test_a_value_fun_reads_may_change_between_calls(be, reads, request):
         close(h, res.x, target, 2.0 * target, atol=1e-4)
 
 
-_TARGET = None
+def test_same_fun_with_new_shapes_and_args_between_calls(be):
+    """What is reused across calls is keyed on x0's layout and the static args: each call is answered."""
+    h = be
+
+    def fun(x, target):
+        return h.ops.sum((x["w"] - target) ** 2)
+
+    for shape, target in (((2,), 1.0), ((3,), 2.0), ((2, 2), -1.0), ((3,), 0.5)):
+        res = h.minimize(fun, {"w": h.asarray(np.zeros(shape))}, args=(target,), method="L-BFGS-B")
+        assert res.success, res.message
+        assert tuple(res.x["w"].shape) == shape
+        np.testing.assert_allclose(h.to_numpy(res.x["w"]).astype(np.float64), target, atol=1e-5)
