@@ -169,7 +169,8 @@ def faults(copy: Path) -> list[Fault]:
         Fault(
             "zero-complex-step",
             "the complex step is cast to real before fun sees it (every cs gradient is zero)",
-            ((eager, insert_first_line(r"^class EagerValue\b.*?def __call__\(self, x\b[^\n]*:\n", "x = x.real")),),
+            ((eager, insert_first_line(r"^class EagerValue\b.*?def __call__\(self, x\b[^\n]*:\n",
+                                       "x = x.real")),),
             ("tests/test_silent_wrong_answers.py", "tests/test_scipy_parity.py", "-k", "complex_step or cs"),
         ),
         Fault(
@@ -191,19 +192,34 @@ def faults(copy: Path) -> list[Fault]:
             "dropped-constraint-jacobian",
             "the autodiff constraint Jacobian handed to SciPy is zero",
             (("dict_minimize/core/constraints.py",
-              sub_once(r"(def jac\(self, x\):\n\s+self\._at\(x\)\n\s+)return self\._j\b", r"\1return 0.0 * self._j")),),
+              sub_once(r"(def jac\(self, x\):\n\s+self\._at\(x\)\n\s+)return self\._j\b",
+                       r"\1return 0.0 * self._j")),),
             ("tests/test_constraints_autodiff.py", "-k", "min_norm or nearest_point or several_constraints"),
         ),
         Fault(
             "float32-cast-lost",
             "float32 leaves come back float64 (numpy and torch backends do not cast back)",
             (("dict_minimize/numpy_api.py",
-              sub_once(r"return \[piece\.astype\(dt\) for piece, dt in zip\(layout\.split\(x\), layout\.dtypes\)\]",
+              sub_once(r"return \[piece\.astype\(dt\) for piece, dt in "
+                       r"zip\(layout\.split\(x\), layout\.dtypes\)\]",
                        "return [piece for piece, dt in zip(layout.split(x), layout.dtypes)]")),
              ("dict_minimize/torch_api.py", sub_once(r"if info\.transfer == torch\.float32:", "if False:"))),
             ("tests/test_contract.py", "-k", "dtypes_preserved or mixed_dtypes"),
         ),
     ]
+
+
+def planted(fault: Fault, copy: Path) -> dict[str, str]:
+    """Each file ``fault`` changes, patched (not written): path -> new text; :class:`PatchError` if not."""
+    out = {}
+    for path, patch in fault.patches:
+        before = out.get(path, (copy / path).read_text())
+        after = patch(before)
+        if after == before:
+            raise PatchError(f"{path}: the patch changed nothing")
+        compile(after, path, "exec")  # a patch that breaks the syntax would be caught for nothing
+        out[path] = after
+    return out
 
 
 def make_copy(dest: Path) -> Path:
@@ -253,13 +269,9 @@ def check_fault(fault: Fault, root: Path, base: Path) -> dict:
     record["baseline"] = baseline
     mutant = make_copy(root / fault.name)
     try:
-        for path, patch in fault.patches:
-            target = mutant / path
-            before = target.read_text()
-            after = patch(before)
-            if after == before:
-                raise PatchError(f"{path}: the patch changed nothing")
-            target.write_text(after)
+        for path, after in planted(fault, mutant).items():
+            before = (mutant / path).read_text()
+            (mutant / path).write_text(after)
             diff = difflib.unified_diff(before.splitlines(), after.splitlines(), path, path, n=0, lineterm="")
             record.setdefault("diff", []).extend(list(diff)[2:40])
     except PatchError as err:
@@ -290,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faults", help="comma-separated subset (default: all)")
     parser.add_argument("--list", action="store_true", help="list the faults and exit")
-    parser.add_argument("--json", type=Path, default=RESULTS, help=f"output (default {RESULTS.relative_to(REPO)})")
+    parser.add_argument("--json", type=Path, default=RESULTS,
+                        help=f"output (default {RESULTS.relative_to(REPO)})")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dict_minimize_mutants_") as tmp:
         root = Path(tmp)
@@ -316,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             records.append(record)
     caught = sum(r["caught"] for r in records)
     data = {
-        "command": "python benchmarks/mutation_check.py" + (f" --faults {args.faults}" if args.faults else ""),
+        "command": "python benchmarks/mutation_check.py"
+                   + (f" --faults {args.faults}" if args.faults else ""),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(), "machine": machine(),
         "score": f"{caught}/{len(records)} caught", "faults": records,
