@@ -620,7 +620,7 @@ def report(data: dict) -> str:
         for r in lr:
             key = (r["framework"], r["n"], r["l2"])
             best[key] = min(best.get(key, np.inf), r["fun"])
-        header = ["framework", "n", "l2", "method", "success", "final loss", "loss - best", "max |grad|",
+        header = ["framework", "n", "l2", "method", "success", "final loss", "loss - best", "max \\|grad\\|",
                   "nit", "nfev", "njev", "nhev", "wall s", "cpu s"]
         rows = [[r["framework"], r["n"], f"{r['l2']:g}", r["method"], "yes" if r["success"] else "no",
                  f"{r['fun']:.8f}", f"{r['fun'] - best[(r['framework'], r['n'], r['l2'])]:.1e}",
