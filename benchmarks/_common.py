@@ -7,11 +7,16 @@ stays light and each framework runs in its own worker process.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -159,3 +164,52 @@ def thread_env(threads: int) -> dict[str, str]:
         xla = os.environ.get("XLA_FLAGS", "")
         env["XLA_FLAGS"] = f"{xla} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
     return env
+
+
+def run_worker(script: str | Path, worker_args: Sequence[str], threads: int) -> dict:
+    """Run ``script --out FILE *worker_args`` in a fresh process; what it wrote to FILE, as a dict.
+
+    The worker's thread pools are capped by :func:`thread_env`; its stdout
+    (framework chatter) joins its stderr (progress) on our stderr, so only
+    the report reaches our stdout. A worker that exits non-zero or writes
+    nothing gives ``{"error": ...}``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> tmp = pathlib.Path(tempfile.mkdtemp()) / "w.py"
+    >>> _ = tmp.write_text("import sys, json; open(sys.argv[2], 'w').write(json.dumps({'x': sys.argv[3]}))")
+    >>> run_worker(tmp, ["hello"], threads=1)
+    {'x': 'hello'}
+    """
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    env.update(thread_env(threads))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, str(Path(script).resolve()), "--out", str(out), *worker_args]
+        try:
+            stdout = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):  # a captured stderr (pytest, doctest)
+            stdout = subprocess.DEVNULL
+        proc = subprocess.run(cmd, env=env, stdout=stdout, check=False)
+        if proc.returncode != 0 or not out.exists():
+            return {"error": f"worker exited with status {proc.returncode}"}
+        return json.loads(out.read_text())
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """How this benchmark was started, for its results file: ``python benchmarks/x.py --flag ...``.
+
+    Examples
+    --------
+    >>> command_line(["benchmarks/training.py", "--quick"])
+    'python benchmarks/training.py --quick'
+    """
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0])
+    if script.is_absolute():
+        try:
+            script = script.relative_to(Path(__file__).resolve().parent.parent)
+        except ValueError:
+            pass
+    return " ".join(["python", str(script), *argv[1:]])

@@ -31,11 +31,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -46,7 +43,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import interleaved, machine, markdown_table, spread, thread_env  # noqa: E402
+import _common  # noqa: E402
+from _common import interleaved, machine, markdown_table, spread  # noqa: E402
 
 BACKENDS = ("numpy", "torch", "jax", "tensorflow")
 DTYPES = ("float32", "float64")
@@ -128,6 +126,28 @@ def split_problem(n: int, keys: int):
 # baseline's compile time). Both sides minimize the same user function.
 
 
+class Counted:
+    """The user's function, counting its real calls: equal work is equal calls, not equal nfev."""
+
+    def __init__(self, fun: Callable):
+        self.fun, self.calls = fun, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.fun(*args)
+
+
+def counting(run: Callable, user: Counted) -> Callable:
+    """``run`` that records in its result (``user_calls``) how often ``user`` ran during it."""
+    def counted_run():
+        user.calls = 0
+        res = run()
+        res["user_calls"] = user.calls
+        return res
+
+    return counted_run
+
+
 def setup_numpy(case: Case):
     import numpy as np
     import scipy
@@ -151,20 +171,23 @@ def setup_numpy(case: Case):
         g[1:] += 200 * t
         return float(np.sum(100 * t * t + u * u)), dict(zip(params, np.split(g, offsets[1:])))
 
+    user = Counted(rosen_value_and_grad)
+
     def flat_value_and_grad(x):
         # Views of SciPy's vector (float64) or of one cast copy (float32).
         xd = x.astype(dtype, copy=False)
         params = {name: xd[o : o + s] for name, o, s in zip(names, offsets, sizes)}
-        value, grads = rosen_value_and_grad(params)
+        value, grads = user(params)
         return value, np.concatenate([grads[name] for name in names]).astype(np.float64, copy=False)
 
     def baseline():
         return scipy_lbfgsb(flat_value_and_grad, x_start, options)
 
     def wrapper():
-        return numpy_api.minimize(rosen_value_and_grad, x0, jac=True, method="L-BFGS-B", options=options)
+        return numpy_api.minimize(user, x0, jac=True, method="L-BFGS-B", options=options)
 
-    return wrapper, baseline, {"framework": f"numpy {np.__version__}, scipy {scipy.__version__}"}
+    info = {"framework": f"numpy {np.__version__}, scipy {scipy.__version__}"}
+    return counting(wrapper, user), counting(baseline, user), info
 
 
 def setup_torch(case: Case):
@@ -191,18 +214,20 @@ def setup_torch(case: Case):
         # per key; autograd's split backward concatenates the gradient.
         flat = torch.from_numpy(x.astype(np_dtype, copy=False)).requires_grad_()
         params = dict(zip(names, torch.split(flat, sizes)))
-        value = rosen(params)
+        value = user(params)
         (grad,) = torch.autograd.grad(value, flat)
         return value.item(), grad.numpy().astype(np.float64, copy=False)
+
+    user = Counted(rosen)
 
     def baseline():
         return scipy_lbfgsb(flat_value_and_grad, x_start, options)
 
     def wrapper():
-        return torch_api.minimize(rosen, x0, method="L-BFGS-B", options=options)
+        return torch_api.minimize(user, x0, method="L-BFGS-B", options=options)
 
     info = {"framework": f"torch {torch.__version__} ({torch.get_num_threads()} threads)"}
-    return wrapper, baseline, info
+    return counting(wrapper, user), counting(baseline, user), info
 
 
 def _compile_seconds(call: Callable[[], Any]) -> float:
@@ -324,7 +349,6 @@ def setup_tensorflow(case: Case):
 
 
 SETUPS = {"numpy": setup_numpy, "torch": setup_torch, "jax": setup_jax, "tensorflow": setup_tensorflow}
-FRAMEWORK_MODULE = {"numpy": "numpy", "torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}
 
 
 # ---------------------------------------------------------------------------
@@ -349,6 +373,8 @@ def run_case(case: Case, repeats: int) -> dict:
         record[f"{side}_cpu_s"] = [cpu for _, cpu, _ in runs[1:]]
         record[f"{side}_nit"] = [int(res.nit) for _, _, res in runs]
         record[f"{side}_nfev"] = [int(res.nfev) for _, _, res in runs]
+        # The user function's real calls where Python can count them (eager backends).
+        record[f"{side}_user_calls"] = [res.get("user_calls") for _, _, res in runs]
         record[f"{side}_fun"] = [float(res.fun) for _, _, res in runs]
         record[f"{side}_message"] = str(runs[-1][2].message)
     return record
@@ -360,14 +386,14 @@ def worker(backend: str, dtype: str, quick: bool, repeats: int, out: Path) -> No
 
     sys.path.insert(0, str(REPO))  # measure the checkout this script lives in
     try:
-        importlib.import_module(FRAMEWORK_MODULE[backend])
+        importlib.import_module(backend)  # each backend is named after its framework
         if backend == "jax" and dtype == "float64":
             import jax
 
             jax.config.update("jax_enable_x64", True)  # this worker's process only
         importlib.import_module(f"dict_minimize.{backend}_api")
     except ModuleNotFoundError as err:
-        if err.name not in (FRAMEWORK_MODULE[backend], f"dict_minimize.{backend}_api"):
+        if err.name not in (backend, f"dict_minimize.{backend}_api"):
             raise  # a broken backend is an error, not a skip
         out.write_text(json.dumps({"skipped": f"{type(err).__name__}: {err}"}))
         return
@@ -391,17 +417,8 @@ def worker(backend: str, dtype: str, quick: bool, repeats: int, out: Path) -> No
 
 def run_worker(backend: str, dtype: str, quick: bool, repeats: int, threads: int) -> dict:
     """One worker process; its JSON, or ``{"error": ...}`` if it failed."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    env.update(thread_env(threads))
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", backend, "--dtype", dtype,
-               "--repeats", str(repeats), "--out", str(out)] + (["--quick"] if quick else [])
-        # The worker's stdout (framework chatter) joins its stderr (progress) on ours.
-        proc = subprocess.run(cmd, env=env, stdout=sys.stderr.fileno(), check=False)
-        if proc.returncode != 0 or not out.exists():
-            return {"error": f"worker exited with status {proc.returncode}"}
-        return json.loads(out.read_text())
+    worker_args = ["--worker", backend, "--dtype", dtype, "--repeats", str(repeats)]
+    return _common.run_worker(__file__, worker_args + (["--quick"] if quick else []), threads)
 
 
 def summarize(record: dict) -> dict:
@@ -438,6 +455,11 @@ def summarize(record: dict) -> dict:
         # One call from a cold start: compilation included on both sides.
         out["one_shot_ratio"] = record["wrapper_warmup_s"] / (
             record["baseline_compile_s"] + record["baseline_warmup_s"])
+    calls = set(record.get("wrapper_user_calls", [])) | set(record.get("baseline_user_calls", []))
+    calls.discard(None)
+    out["user_calls"] = sorted(calls)
+    if calls:  # counted: both sides called the user function equally often, in every run
+        out["comparable"] = out["comparable"] and len(calls) == 1 and calls <= nfevs
     out["passed"] = out["comparable"] and ratio <= out["target"]
     return out
 
@@ -509,7 +531,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="thread cap for BLAS, OpenMP, torch, TensorFlow and XLA in the workers "
                              "(default 1: steady timings on a small shared machine; 0: no cap)")
-    parser.add_argument("--json", type=Path, default=None, help="write the raw data to this file")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where to write the raw data (default: benchmarks/results/overhead.json, "
+                             "overhead_quick.json with --quick; not with --report-from)")
     parser.add_argument("--report-from", type=Path, default=None, metavar="JSON",
                         help="print the report of an earlier --json file instead of running")
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
@@ -527,6 +551,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--threads must be 0 (no cap) or more, got {args.threads}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.json is None and args.report_from is None:
+        args.json = HERE / "results" / ("overhead_quick.json" if args.quick else "overhead.json")
     return args
 
 
@@ -558,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.worker, args.dtype, args.quick, args.repeats, args.out)
         return 0
     data = json.loads(args.report_from.read_text()) if args.report_from else run_all(args)
+    data.setdefault("command", _common.command_line())
     problems = list(data["errors"])
     for case in data["cases"]:
         case["summary"] = summary = summarize(case)
@@ -573,7 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     if data["quick"]:
         print("\n--quick: tiny sizes for a smoke test; the times and verdicts mean nothing.")
     if args.json is not None:
-        args.json.write_text(json.dumps(data, indent=1))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
     return 1 if problems else 0
 
 

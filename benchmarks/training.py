@@ -31,10 +31,7 @@ import argparse
 import datetime
 import inspect
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -43,9 +40,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 EXAMPLES = REPO / "examples"
+RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
-from _common import machine, markdown_table, thread_env  # noqa: E402
+import _common  # noqa: E402
+from _common import machine, markdown_table  # noqa: E402
 
 FRAMEWORKS = ("torch", "tensorflow", "jax")
 #: The example each framework's worker imports ``main`` from (besides torch's digits example).
@@ -54,7 +53,7 @@ QUICK = {"n_train": 400, "n_test": 400, "maxiter": 20}
 #: Adam steps of the MNIST-1D repository's reference training runs.
 ADAM_REFERENCE_STEPS = 6000
 HEADER = ["framework", "model", "method", "test accuracy", "wall time (s)", "gradient evaluations",
-          "passes over the data"]
+          "loss calls", "passes over the data"]
 
 
 # ---------------------------------------------------------------------------
@@ -68,11 +67,82 @@ def _accepted(function, **kwargs) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in names}
 
 
+class CallCounter:
+    """How often the user's loss function really ran (SciPy's nfev would hide an extra pass)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def bump(self) -> None:
+        self.calls += 1
+
+
+def count_torch_calls(module) -> CallCounter:
+    """Count the loss calls of ``mnist1d_torch``'s training functions: each row gets ``user_calls``.
+
+    Every loss the example makes (``make_loss``) is wrapped to count its
+    calls (eager PyTorch: one per forward pass), and every ``train_*``
+    function resets the count and returns it with its figures.
+    """
+    counter = CallCounter()
+    make_loss = module.make_loss
+
+    def counting_make_loss(*args, **kwargs):
+        loss = make_loss(*args, **kwargs)
+
+        def counted(*a, **k):
+            counter.bump()
+            return loss(*a, **k)
+
+        return counted
+
+    module.make_loss = counting_make_loss
+    for name in ("train_lbfgs", "train_stochastic", "train_stochastic_fixed", "train_adam"):
+        def counted_train(*args, _train=getattr(module, name), **kwargs):
+            counter.calls = 0
+            info = _train(*args, **kwargs)
+            return dict(info, user_calls=counter.calls)
+
+        setattr(module, name, counted_train)
+    return counter
+
+
+def count_compiled_calls(module, framework: str) -> list[int]:
+    """Count the executions of ``module.loss`` inside the compiled function (a host callback).
+
+    Returns the list to which each ``module.minimize`` call appends its count.
+    """
+    counter, counts = CallCounter(), []
+    loss, minimize = module.loss, module.minimize
+    if framework == "jax":
+        import jax
+
+        def counted(*args, **kwargs):
+            jax.debug.callback(counter.bump)
+            return loss(*args, **kwargs)
+    else:
+        import tensorflow as tf
+
+        def counted(*args, **kwargs):
+            tf.py_function(lambda: counter.bump() or [], [], Tout=[])
+            return loss(*args, **kwargs)
+
+    def counting_minimize(*args, **kwargs):
+        counter.calls = 0
+        res = minimize(*args, **kwargs)
+        counts.append(counter.calls)
+        return res
+
+    module.loss, module.minimize = counted, counting_minimize
+    return counts
+
+
 def torch_rows(quick: bool) -> tuple[list[dict], dict]:
     """Rows of the PyTorch example (and its reference runs), and the digits comparison."""
     import digits_logistic
     import mnist1d_torch
 
+    count_torch_calls(mnist1d_torch)
     size = dict(QUICK, stochastic_start=50, stochastic_batch=100) if quick else {}
     # Untimed warm-up: the first Adam step and the first convolution load lazily.
     mnist1d_torch.main(n_train=200, n_test=10, maxiter=2, stochastic_start=50, stochastic_batch=100,
@@ -95,14 +165,17 @@ def other_rows(framework: str, quick: bool) -> list[dict]:
     """The TensorFlow or JAX example: one full-batch L-BFGS-B row."""
     import importlib
 
-    main = importlib.import_module(EXAMPLE[framework]).main
+    module = importlib.import_module(EXAMPLE[framework])
+    counts = count_compiled_calls(module, framework)
+    main = module.main
     out = main(**_accepted(main, **(QUICK if quick else {}), verbose=False))
     hidden = inspect.signature(main).parameters.get("hidden")
     widths = "-".join(map(str, hidden.default)) if hidden is not None else "?"
     return [{
         "framework": framework, "model": f"mlp 40-{widths}-10 (gelu)", "method": "lbfgs",
         "test_accuracy": float(out["test_accuracy"]), "wall_time_s": float(out["seconds"]),
-        "grad_evals": int(out["nfev"]), "passes": float(out["nfev"]), "nit": int(out["nit"]),
+        "grad_evals": int(out["nfev"]), "user_calls": counts[-1], "passes": float(counts[-1]),
+        "nit": int(out["nit"]),
         "message": str(out.get("message", "")),
     }]
 
@@ -138,16 +211,7 @@ def worker(framework: str, quick: bool, out: Path) -> None:
 
 
 def run_worker(framework: str, quick: bool, threads: int) -> dict:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    env.update(thread_env(threads))
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework, "--out", str(out)]
-        cmd += ["--quick"] if quick else []
-        proc = subprocess.run(cmd, env=env, stdout=sys.stderr.fileno(), check=False)
-        if proc.returncode != 0 or not out.exists():
-            return {"error": f"worker exited with status {proc.returncode}"}
-        return json.loads(out.read_text())
+    return _common.run_worker(__file__, ["--worker", framework] + (["--quick"] if quick else []), threads)
 
 
 def table(rows: list[dict]) -> str:
@@ -156,16 +220,16 @@ def table(rows: list[dict]) -> str:
     Examples
     --------
     >>> row = {"framework": "torch", "model": "mlp", "method": "lbfgs", "test_accuracy": 0.5,
-    ...        "wall_time_s": 1.234, "grad_evals": 10, "passes": 10.0}
+    ...        "wall_time_s": 1.234, "grad_evals": 10, "user_calls": 10, "passes": 10.0}
     >>> print(table([row]).splitlines()[2])
-    | torch | mlp | lbfgs | 0.500 | 1.2 | 10 | 10 |
+    | torch | mlp | lbfgs | 0.500 | 1.2 | 10 | 10 | 10 |
     """
     def passes(value: float) -> str:
         return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
     cells = [
         [r["framework"], r["model"], r["method"], f"{r['test_accuracy']:.3f}", f"{r['wall_time_s']:.1f}",
-         str(r["grad_evals"]), passes(r["passes"])]
+         str(r["grad_evals"]), str(r.get("user_calls", "")), passes(r["passes"])]
         for r in rows
     ]
     return markdown_table(HEADER, cells, right=HEADER[3:])
@@ -176,12 +240,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="400 training samples, 20 iterations")
     parser.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
     parser.add_argument("--threads", type=int, default=1, help="thread-pool cap per worker (0: no cap)")
-    parser.add_argument("--json", type=Path, help="also write the rows and the digits comparison here")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where to write the raw rows (default: benchmarks/results/training.json, "
+                             "training_quick.json with --quick)")
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads < 0:
         parser.error("--threads must be 0 (no cap) or positive")
+    if args.json is None:
+        args.json = RESULTS / ("training_quick.json" if args.quick else "training.json")
     return args
 
 
@@ -215,8 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(note)
     print(f"\n(total {time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "digits": digits, "notes": notes}, indent=1))
+    if args.json and not args.worker:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "command": _common.command_line(), "date": datetime.datetime.now().astimezone().isoformat(
+                timespec="seconds"), "machine": machine(), "size": size, "threads": args.threads,
+            "rows": rows, "digits": digits, "notes": notes}, indent=1) + "\n")
     return 1 if failed else 0
 
 

@@ -164,12 +164,11 @@ def _jax() -> Harness:
 
 
 _FACTORIES = {"numpy": _numpy, "torch": _torch, "tensorflow": _tensorflow, "jax": _jax}
-_FRAMEWORK = {"numpy": "numpy", "torch": "torch", "tensorflow": "tensorflow", "jax": "jax"}
 
 
 def _available(name: str) -> bool:
     try:
-        importlib.import_module(_FRAMEWORK[name])
+        importlib.import_module(name)  # each backend is named after its framework
         importlib.import_module(f"dict_minimize.{name}_api")
     except ImportError:
         return False
@@ -236,6 +235,39 @@ def capture_scipy_call(monkeypatch) -> dict:
     # The driver binds scipy.optimize.minimize once, at import: patch its name.
     monkeypatch.setattr(driver, "scipy_minimize", spy)
     return seen
+
+
+class PointLog:
+    """Every point at which an objective really runs, recorded on the host.
+
+    Call ``log(*tensors)`` inside ``fun``: a host callback in the compiled
+    function (``jax.debug.callback``, ``tf.py_function``) or a plain append
+    when the framework runs eagerly, so a compiled objective is counted per
+    execution, not per trace.
+    """
+
+    def __init__(self, h: Harness):
+        self.h = h
+        self.points: list[tuple] = []
+
+    def _append(self, *arrays) -> None:
+        self.points.append(tuple(np.concatenate([np.ravel(np.asarray(a, dtype=np.float64)) for a in arrays])))
+
+    def __call__(self, *tensors) -> None:
+        if self.h.name == "jax":
+            import jax
+
+            jax.debug.callback(self._append, *tensors)
+        elif self.h.name == "tensorflow":
+            import tensorflow as tf
+
+            def record(*ts):
+                self._append(*(t.numpy() for t in ts))
+                return []
+
+            tf.py_function(record, list(tensors), Tout=[])
+        else:
+            self._append(*(self.h.to_numpy(t) for t in tensors))
 
 
 def pytest_report_header(config):

@@ -104,19 +104,31 @@ def test_legacy_callback_gets_pytree(backend, method):
         assert len(seen) == res.nit
 
 
-def test_trust_constr_legacy_callback_with_state(backend):
-    h = backend
+def test_trust_constr_legacy_callback_with_state(be):
+    """callback(xk, state): xk is the iterate as a pytree, state is SciPy's state at that iterate."""
+    h = be
     fun, x0, kwargs = problem(h, "trust-constr")
-    iterations = []
+    kept, seen = [], []
 
     def callback(xk, state):
         assert_pytree_like_x0(h, xk)
         assert_pytree_like_x0(h, state.x)
-        np.testing.assert_array_equal(flat(h, xk), flat(h, state.x))
-        iterations.append(state.nit)
+        kept.append(xk)  # checked after the run: a reused buffer would change under us
+        seen.append((flat(h, xk), flat(h, state.x), float(state.fun), np.asarray(state.grad, dtype=float),
+                     state.nit))
 
     res = h.minimize(fun, x0, method="trust-constr", callback=callback, **kwargs)
-    assert iterations == list(range(1, res.nit + 1))
+    assert [s[4] for s in seen] == list(range(1, res.nit + 1))
+    assert res.nit >= 3
+    for k, (x, x_state, f, g, _) in zip(kept, seen):
+        np.testing.assert_array_equal(x, x_state)  # the same point in both arguments
+        np.testing.assert_array_equal(flat(h, k), x)  # and a copy the run does not write into
+        assert f == pytest.approx(rosen(x), rel=1e-10, abs=1e-14)  # state describes xk
+        np.testing.assert_allclose(g, rosen_der(x), rtol=1e-8, atol=1e-12)
+    xs = np.array([s[0] for s in seen])
+    assert len({tuple(x) for x in xs}) >= 3  # the iterates move ...
+    assert np.linalg.norm(xs[-1] - flat(h, x0)) > 0.1
+    np.testing.assert_allclose(xs[-1], flat(h, res.x), rtol=0, atol=1e-12)  # ... to the result
 
 
 def test_tnc_legacy_callback(backend):
@@ -149,10 +161,6 @@ def test_cobyla_callback(backend, style):
 
 # ---- StopIteration -------------------------------------------------------------------
 
-def stop_params(methods):
-    return list(methods)
-
-
 def check_stopped(h, res, seen):
     assert res.success is False
     assert "callback" in res.message.lower()
@@ -163,7 +171,7 @@ def check_stopped(h, res, seen):
     np.testing.assert_array_equal(flat(h, res.x), seen[0])  # x: where the callback stopped it
 
 
-@pytest.mark.parametrize("method", stop_params([m for m in MINIMIZE_METHODS if m in MINIMIZE_METHODS_NEW_CB]))
+@pytest.mark.parametrize("method", [m for m in MINIMIZE_METHODS if m in MINIMIZE_METHODS_NEW_CB])
 def test_stop_iteration_new_style(backend, method):
     h = backend
     fun, x0, kwargs = problem(h, method)
@@ -176,7 +184,7 @@ def test_stop_iteration_new_style(backend, method):
     check_stopped(h, h.minimize(fun, x0, method=method, callback=callback, **kwargs), seen)
 
 
-@pytest.mark.parametrize("method", stop_params(LEGACY_METHODS))
+@pytest.mark.parametrize("method", LEGACY_METHODS)
 def test_stop_iteration_legacy_style(backend, method):
     """Every method, TNC included (SciPy's TNC itself cannot stop on it)."""
     h = backend
@@ -248,19 +256,35 @@ def test_history_tracks_the_iterates(backend, method):
     assert np.all(np.diff(values) <= 1e-12)
 
 
-@pytest.mark.parametrize("method", ["l-bfgs-b", "bfgs", "trust-exact"])
-def test_history_gradient_norm_with_autodiff(ad_backend, method):
-    h = ad_backend
+def assert_grad_norms_at_iterates(h, res, iterates):
+    """history['grad_norm'] is the 2-norm of the true gradient at each recorded iterate."""
+    norms = np.asarray(res.history["grad_norm"])
+    assert len(norms) == len(iterates) == res.nit >= 2
+    true = np.array([np.linalg.norm(rosen_der(x)) for x in iterates])
+    # An L1 or inf norm, or another point's gradient, misses by far more than rounding.
+    np.testing.assert_allclose(norms, true, rtol=1e-7, atol=1e-10)
+    assert norms[-1] < 1e-3 * norms[0]
+
+
+STALE_GRAD_AFTER_REJECTED_STEP = pytest.mark.xfail(strict=True, reason=(
+    "bug: SciPy's trust-region callbacks carry no gradient, so the history takes the last one "
+    "evaluated, which after a rejected step is the rejected trial point's, not the iterate's"))
+
+
+@pytest.mark.parametrize("method", ["l-bfgs-b", "bfgs",
+                                    pytest.param("trust-exact", marks=STALE_GRAD_AFTER_REJECTED_STEP)])
+def test_history_gradient_norm_with_autodiff(ad, method):
+    h = ad
     fun, x0, _ = problem(h, method)
-    res = h.minimize(fun, x0, method=method)
-    norms = res.history["grad_norm"]
-    assert np.all(np.isfinite(norms))
-    assert norms[-1] < norms[0]
+    iterates = []
+    res = h.minimize(fun, x0, method=method, callback=lambda xk: iterates.append(flat(h, xk)))
+    assert_grad_norms_at_iterates(h, res, iterates)
 
 
 @pytest.mark.parametrize("method", ["l-bfgs-b", "bfgs"])
-def test_history_gradient_norm_with_jac_callable(backend, method):
-    h = backend
+def test_history_gradient_norm_with_jac_callable(be, method):
+    h = be
     fun, x0, kwargs = problem(h, method)
-    res = h.minimize(fun, x0, method=method, **kwargs)
-    assert np.all(np.isfinite(res.history["grad_norm"]))
+    iterates = []
+    res = h.minimize(fun, x0, method=method, callback=lambda xk: iterates.append(flat(h, xk)), **kwargs)
+    assert_grad_norms_at_iterates(h, res, iterates)

@@ -13,6 +13,8 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CHANCE = 0.1  # ten balanced classes
+#: Bound on the digits example's loss difference from scikit-learn (measured: 1.3e-10).
+DIGITS_RELATIVE_DIFFERENCE = 2e-10
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -83,8 +85,8 @@ def test_digits_logistic_matches_scikit_learn():
     import digits_logistic
 
     out = digits_logistic.main(verbose=False)
-    assert out["relative_difference"] < 1e-6
-    assert out["loss_dict_minimize"] == pytest.approx(out["loss_sklearn"], rel=1e-6)
+    # The README quotes the measured 1.3e-10 (benchmarks/results/training.json): hold it to that.
+    assert out["relative_difference"] < DIGITS_RELATIVE_DIFFERENCE
     assert out["accuracy_dict_minimize"] > 0.95  # training accuracy of a well-fit linear model
 
 

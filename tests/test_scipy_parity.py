@@ -67,7 +67,6 @@ CASES = {
     "trust-exact": {"hess": {"jac": rosen_der, "hess": rosen_hess}},
     "trust-krylov": {"hessp": {"jac": rosen_der, "hessp": rosen_hess_prod}},
 }
-XFAILS: dict = {}  # (method, case) -> pytest mark, for known gaps
 COMPARED = ("nit", "nfev", "njev", "nhev", "status", "success", "message", "fun", "jac", "grad",
             "constr_violation", "maxcv", "niter", "cg_niter")
 
@@ -76,8 +75,7 @@ def case_params():
     params = []
     for method in MINIMIZE_METHODS:
         for name, kwargs in CASES[method].items():
-            marks = XFAILS.get((method, name), ())
-            params.append(pytest.param(method, kwargs, id=f"{method}-{name}", marks=marks))
+            params.append(pytest.param(method, kwargs, id=f"{method}-{name}"))
     return params
 
 

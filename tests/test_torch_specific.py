@@ -85,7 +85,7 @@ def test_parameters_round_trip_and_errors():
 
 
 def test_several_devices_layout_round_trip():
-    """Leaves on different devices take the per-leaf path (here CPU + meta-free CPU copies)."""
+    """A torch leaf beside a NumPy leaf, on one CPU device (two devices: tests/test_layout_devices.py)."""
     x0 = {"a": torch.arange(3.0), "b": np.arange(2.0)}
     layout, leaves = build_layout(_BACKEND, x0)
     flat = _BACKEND.to_flat(leaves, layout)
