@@ -588,3 +588,70 @@ minimize = bind(
     >>> res.x["a"].dtype, bool(jnp.allclose(res.x["a"], jnp.ones(3), atol=1e-3))
     (dtype('float32'), True)""",
 )
+
+
+# ---- argmin: the solution as a differentiable function of args ----------
+
+
+class _ArgminBackend(JaxBackend):
+    """The backend with argmin's two hooks: parameters are floating ``jax.Array`` (tracers too)."""
+
+    def is_parameter(self, leaf: Any) -> bool:
+        return isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.floating)
+
+    def implicit_function(self, forward, backward):
+        avals: list = []
+
+        @jax.custom_vjp
+        def solve(*inputs):
+            if any(isinstance(v, jax.core.Tracer) for v in inputs):
+                raise TypeError(
+                    "argmin runs SciPy on concrete values: call it outside jax.jit and jax.vmap "
+                    "(jax.grad, jax.vjp and jax.jacrev of a function that calls it work)"
+                )
+            avals[:] = [jax.ShapeDtypeStruct(np.shape(v), v.dtype) for v in inputs]
+            return tuple(forward(list(inputs)))
+
+        def solve_fwd(*inputs):
+            return solve(*inputs), None
+
+        def host_backward(*cotangents):
+            grads = backward([np.asarray(c, dtype=np.float64) for c in cotangents])
+            return tuple(np.zeros(a.shape, a.dtype) if g is None else np.asarray(g).astype(a.dtype).reshape(a.shape)
+                         for g, a in zip(grads, avals))
+
+        def solve_bwd(_, cotangents):
+            if any(isinstance(c, jax.core.Tracer) for c in cotangents):
+                # Under jax.vmap (jax.jacrev) or jax.jit: one host solve per cotangent.
+                return jax.pure_callback(host_backward, tuple(avals), *cotangents, vmap_method="sequential")
+            return tuple(jnp.asarray(g) for g in host_backward(*cotangents))
+
+        solve.defvjp(solve_fwd, solve_bwd)
+
+        def apply(inputs: list) -> list:
+            if not inputs:
+                return forward([])
+            return list(solve(*inputs))
+
+        return apply
+
+
+from .core.implicit import bind_argmin  # noqa: E402
+
+__all__.append("argmin")
+argmin = bind_argmin(
+    _ArgminBackend(),
+    __name__,
+    tensors="JAX arrays",
+    tensor="floating jax.Array",
+    how="a ``jax.custom_vjp``: ``jax.grad``, ``jax.vjp`` and ``jax.jacrev`` work; ``jax.jit`` and "
+    "``jax.vmap`` of argmin itself do not, since SciPy runs on concrete values",
+    example="""    >>> import jax, jax.numpy as jnp
+    >>> from dict_minimize.jax_api import argmin
+    >>> def f(x, y):  # relu(y) = argmin ||x||^2 - 2 y'x subject to x >= 0
+    ...     return jnp.sum(x["x"] ** 2) - 2 * jnp.sum(y * x["x"])
+    >>> def relu(y):
+    ...     return argmin(f, {"x": jnp.ones(3)}, args=(y,), bounds={"x": (0.0, None)})["x"]
+    >>> jax.jacrev(relu)(jnp.array([1.5, -2.0, 0.5])).round(3).tolist()
+    [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]""",
+)
