@@ -429,3 +429,39 @@ def test_torch_parameters_without_requires_grad_are_constants():
     x = argmin(lambda x, y: ((x - y) ** 2).sum(), torch.zeros(2, dtype=torch.float64), args=(y,))
     assert not x.requires_grad
     torch.testing.assert_close(x, y)
+
+
+# ------------------------------------------------------------- the examples ----
+
+
+@pytest.fixture
+def examples_path():
+    import sys
+    from pathlib import Path
+
+    path = str(Path(__file__).resolve().parent.parent / "examples")
+    sys.path.insert(0, path)
+    yield
+    sys.path.remove(path)
+
+
+def test_argmin_relu_example_trains_like_torch_relu(examples_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    import argmin_relu
+
+    out = argmin_relu.main(epochs=2, batch_size=128, hidden=16, verbose=False)
+    ours, reference = out["argmin ReLU"], out["torch.relu"]
+    assert ours["accuracy"] > 0.5  # ten classes: chance is 0.1
+    assert out["max_loss_difference"] <= 1e-6  # the same function and the same gradients
+    assert abs(ours["accuracy"] - reference["accuracy"]) <= 1 / 500
+
+
+def test_argmin_bilevel_example_beats_one_shared_penalty(examples_path):
+    pytest.importorskip("torch")
+    import argmin_bilevel
+
+    out = argmin_bilevel.main(steps=15, verbose=False)
+    shared, learned = out["grid, one shared penalty (25)"], out["gradient through argmin (15 Adam steps)"]
+    assert learned["val"] < shared["val"]
+    assert out["curve"][-1] < out["curve"][0]
