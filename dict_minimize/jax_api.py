@@ -617,8 +617,8 @@ class _ArgminBackend(JaxBackend):
 
         def host_backward(*cotangents):
             grads = backward([np.asarray(c, dtype=np.float64) for c in cotangents])
-            return tuple(np.zeros(a.shape, a.dtype) if g is None else np.asarray(g).astype(a.dtype).reshape(a.shape)
-                         for g, a in zip(grads, avals))
+            return tuple(np.zeros(a.shape, a.dtype) if g is None
+                         else np.asarray(g).astype(a.dtype).reshape(a.shape) for g, a in zip(grads, avals))
 
         def solve_bwd(_, cotangents):
             if any(isinstance(c, jax.core.Tracer) for c in cotangents):

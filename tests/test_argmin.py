@@ -231,6 +231,81 @@ def test_equality_constrained_qp(ad, method):
     assert rel(J_c, -Ki[:n, :n]) <= 1e-6
 
 
+@pytest.mark.parametrize("violated", [True, False])
+def test_projection_onto_a_half_space(ad, violated):
+    # min ||x - t||^2 s.t. a'x <= b ('ineq': b - a'x >= 0). Active: dx/dt = I - aa'/a'a, dx/db = a/a'a.
+    a_np = np.array([1.0, 2.0, -1.0])
+    t_np = np.array([1.0, 1.0, 0.5]) if violated else np.array([-1.0, 0.0, 0.5])
+    b_np = np.array(0.7)
+    a = ad.asarray(a_np)
+
+    def f(x, t):
+        return sum_(ad, (x - t) ** 2)
+
+    def project(t, b):
+        con = {"type": "ineq", "fun": lambda x, a, b: b - sum_(ad, a * x), "args": (a, b)}
+        return api(ad).argmin(f, ad.asarray(np.zeros(3)), args=(t,), constraints=con, **SLSQP)
+
+    J_t, J_b = jacobian(ad, project, ad.asarray(t_np), ad.asarray(b_np))
+    if violated:
+        assert a_np @ t_np > b_np
+        np.testing.assert_allclose(J_t, np.eye(3) - np.outer(a_np, a_np) / (a_np @ a_np), atol=1e-8)
+        np.testing.assert_allclose(J_b, a_np / (a_np @ a_np), atol=1e-8)
+    else:
+        np.testing.assert_allclose(J_t, np.eye(3), atol=1e-8)
+        np.testing.assert_allclose(J_b, np.zeros(3), atol=1e-8)
+
+
+@pytest.mark.parametrize("method", ["SLSQP", "trust-constr"])
+def test_projection_onto_the_sphere_nonlinear_constraint(ad, method):
+    # min ||x - t||^2 s.t. ||x||^2 = 1: x = t/||t||, dx/dt = (I - xx')/||t|| (uses the constraint's Hessian).
+    from scipy.optimize import NonlinearConstraint
+
+    t_np = np.array([0.3, -1.2, 2.0])
+    x_np = t_np / np.linalg.norm(t_np)
+
+    def f(x, t):
+        return sum_(ad, (x - t) ** 2)
+
+    def project(t):
+        con = NonlinearConstraint(lambda x: sum_(ad, x * x), 1.0, 1.0)
+        opts = ({"gtol": 1e-13, "xtol": 1e-15, "maxiter": 3000} if method == "trust-constr"
+                else {"ftol": 1e-15, "maxiter": 500})
+        return api(ad).argmin(f, ad.asarray(np.array([1.0, 0.0, 0.0])), args=(t,), constraints=con,
+                              method=method, options=opts)
+
+    np.testing.assert_allclose(ad.to_numpy(project(ad.asarray(t_np))), x_np, rtol=1e-7)
+    (J,) = jacobian(ad, project, ad.asarray(t_np))
+    assert rel(J, (np.eye(3) - np.outer(x_np, x_np)) / np.linalg.norm(t_np)) <= 1e-6
+
+
+def test_linear_constraint_and_bounds_object_with_tensor_sides(ad):
+    # min ||x - t||^2 over {'p': (3,)} s.t. sum p = 1 (LinearConstraint), p <= hi (Bounds of dicts).
+    from scipy.optimize import Bounds, LinearConstraint
+
+    t_np, hi_np = np.array([0.9, 0.5, -0.2]), np.array([0.4, 1.0, 1.0])
+    # p0 = hi0 = 0.4 (active), the rest share 0.6: p1 - p2 = t1 - t2 -> p = (0.4, 0.95, 0.25) - shift
+    p1 = (0.6 + t_np[1] - t_np[2]) / 2
+    p_np = np.array([0.4, p1, 0.6 - p1])
+
+    def f(x, t):
+        return sum_(ad, (x["p"] - t) ** 2)
+
+    def project(t, hi):
+        bounds = Bounds({"p": ad.asarray(np.full(3, -5.0))}, {"p": hi})
+        return api(ad).argmin(f, {"p": ad.asarray(np.full(3, 1 / 3))}, args=(t,), bounds=bounds,
+                              constraints=LinearConstraint(np.ones((1, 3)), 1.0, 1.0), **SLSQP)["p"]
+
+    np.testing.assert_allclose(ad.to_numpy(project(ad.asarray(t_np), ad.asarray(hi_np))), p_np, atol=1e-9)
+    J_t, J_hi = jacobian(ad, project, ad.asarray(t_np), ad.asarray(hi_np))
+    expected_t = np.zeros((3, 3))
+    expected_t[1:, 1:] = np.eye(2) - 0.5
+    expected_hi = np.zeros((3, 3))
+    expected_hi[:, 0] = [1.0, -0.5, -0.5]
+    np.testing.assert_allclose(J_t, expected_t, atol=1e-8)
+    np.testing.assert_allclose(J_hi, expected_hi, atol=1e-8)
+
+
 # ---------------------------------------------- against central differences ----
 
 
@@ -465,3 +540,23 @@ def test_argmin_bilevel_example_beats_one_shared_penalty(examples_path):
     shared, learned = out["grid, one shared penalty (25)"], out["gradient through argmin (15 Adam steps)"]
     assert learned["val"] < shared["val"]
     assert out["curve"][-1] < out["curve"][0]
+
+
+def test_implicit_benchmark_rows_are_like_for_like():
+    # benchmarks/implicit.py at its smallest size: every side reaches the same
+    # tolerance, and argmin's gradient matches the closed form.
+    pytest.importorskip("torch")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "implicit.py"
+    spec = importlib.util.spec_from_file_location("dict_minimize_benchmark_implicit", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.REPEATS = 1
+    row = bench.torch_rows(100)
+    a, u, t = row["argmin"], row["unrolled_lbfgs"], row["torch_lbfgs"]
+    assert max(a["d_lam_error"], a["d_y_error"], u["d_lam_error"], u["d_y_error"]) <= 1e-6
+    assert max(a["w_error"], u["w_error"], t["w_error"]) <= 1e-6
+    assert a["backward_hvps"] >= a["cg_iterations"] >= 1 and u["nit"] >= 1
+    assert "| 1e+02 |" in bench.tables({"torch": [row], "jax": []})

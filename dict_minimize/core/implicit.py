@@ -98,7 +98,6 @@ class _Problem:
     leaves: list
     spec: Any
     at: list  # flat positions of the inputs
-    n_x0: int  # x0's leaves come first
     constraints: list  # the user's constraint objects (args swapped in by rebuild)
 
     @classmethod
@@ -109,13 +108,12 @@ class _Problem:
             bound_part = ("Bounds", _unwrap(bounds.lb), _unwrap(bounds.ub), bounds.keep_feasible)
         else:
             bound_part = ("plain", bounds)
-        x0_leaves, _ = _flatten(backend, x0)
         tree = (x0, args, con_args, bound_part, lb_dict, ub_dict)
         leaves, spec = _flatten(backend, tree)
         # x0's parameters are inputs too (with no gradient): a traced x0 then
         # reaches the forward solve as a value.
         at = [i for i in range(len(leaves)) if backend.is_parameter(leaves[i])]
-        return cls(leaves, spec, at, len(x0_leaves), cons)
+        return cls(leaves, spec, at, cons)
 
     @property
     def inputs(self) -> list:
@@ -192,7 +190,7 @@ _WRAPPERS: "weakref.WeakKeyDictionary[Callable, dict]" = weakref.WeakKeyDictiona
 
 
 def _wrapper(fun: Callable, key: tuple, make: Callable[[Callable[[], Callable]], Callable]) -> Callable:
-    """``make(fun_ref)``, cached per ``fun`` (held weakly) and ``key``; uncached when ``fun`` has no weakref."""
+    """``make(fun_ref)``, cached per ``fun`` (held weakly) and ``key``; uncached without a weakref."""
     try:
         ref = weakref.ref(fun)
         per_fun = _WRAPPERS.setdefault(fun, {})
@@ -250,7 +248,8 @@ class Backward:
         self.backend, self.fun, self.layout, self.x = backend, fun, layout, x
         self.args, self.cons, self.scipy_bounds = args, cons, scipy_bounds
         self.problem, self.inputs, self.settings = problem, inputs, settings
-        self.bound_sources = bound_sources  # callable -> (lb_src, ub_src) (input index, element) per flat index
+        # callable -> (lb_src, ub_src): per flat index, the (input, element) its bound came from
+        self.bound_sources = bound_sources
         self.res = res
         self.groups = problem.groups()
         self.stats = {"backward_calls": 0, "hvps": 0, "solver": None, "solver_iterations": 0,
@@ -286,7 +285,6 @@ class Backward:
         self.J = np.vstack(J_rows) if J_rows else np.zeros((0, n))
         m = self.J.shape[0]
         # Bounds: at the bound and the Lagrangian's gradient pushes out (or exactly at it).
-        lb = ub = None
         at_lb = at_ub = np.zeros(n, bool)
         if self.scipy_bounds is not None:
             lb = np.broadcast_to(np.asarray(self.scipy_bounds.lb, np.float64).reshape(-1), (n,))
@@ -379,7 +377,7 @@ class Backward:
         groups = self.groups
         if groups["args"]:
             theta = self._mixed(u, groups["at"]["args"])
-            self._put(out, groups["args"], -theta)
+            self._put(out, groups["args"], 0.0 - theta)  # 0.0 - : no -0.0
         start = 0
         for k, (cfun, cargs, size) in enumerate(self.con_funs):
             rows = self.con_rows[k]
@@ -389,8 +387,9 @@ class Backward:
             idx = groups.get(("con", k), [])
             if cfun is None or not idx or not rows.size:
                 continue
-            theta = self._constraint_theta(k, cfun, cargs, groups["at"][("con", k)], u, self.con_lam[k], w_full)
-            self._put(out, idx, -theta)
+            at = groups["at"][("con", k)]
+            theta = self._constraint_theta(k, cfun, cargs, at, u, self.con_lam[k], w_full)
+            self._put(out, idx, 0.0 - theta)
         if groups["bounds"] and not np.all(self.free):
             r = v - self._hess(u) - self.J.T @ w  # only its active entries are used
             self._bounds_cotangent(out, groups["bounds"], r)
@@ -485,7 +484,7 @@ class Backward:
         """Split a flat theta cotangent over the inputs ``idx`` (in order), adding to what is there."""
         start = 0
         for j in idx:
-            shape = np.shape(self.backend.to_numpy(self.inputs[j]))
+            shape = tuple(self.inputs[j].shape)  # framework tensors all have .shape
             size = int(np.prod(shape, dtype=np.int64))
             piece = flat[start:start + size].reshape(shape)
             start += size
@@ -494,7 +493,7 @@ class Backward:
     def _bounds_cotangent(self, out, idx, r):
         lb_src, ub_src = self.bound_sources()
         for j in idx:
-            shape = np.shape(self.backend.to_numpy(self.inputs[j]))
+            shape = tuple(self.inputs[j].shape)  # framework tensors all have .shape
             acc = np.zeros(int(np.prod(shape, dtype=np.int64)))
             for src, active in ((lb_src, self.at_lb), (ub_src, self.at_ub)):
                 hit = active & (src[:, 0] == j)
@@ -566,7 +565,7 @@ def argmin(
     options: dict | None = None,
     **extras: Any,
 ) -> Any:
-    """The minimizer of ``fun`` over ``x0``'s pytree, differentiable in the parameters; see the backends' ``argmin``."""
+    """The minimizer of ``fun`` over ``x0``, differentiable in the parameters; see the backends' ``argmin``."""
     settings = _Settings()
     for key in ARGMIN_OPTIONS[1:]:
         if key in extras:
@@ -607,7 +606,6 @@ def argmin(
                 sources.extend(_bound_sources(backend, problem, values, x0_c, layout))
             return sources
 
-        res.implicit = None
         bw = Backward(backend, fun, layout, x, args_c, cons_c, scipy_bounds, problem, values, settings,
                       bound_sources, res)
         res.implicit = bw.stats
