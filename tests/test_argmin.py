@@ -464,6 +464,12 @@ def test_bad_arguments(ad):
         api(ad).argmin(f, x0, batches=[1, 2])
     with pytest.raises(ValueError, match="ridge"):
         api(ad).argmin(f, x0, ridge=-1.0)
+    with pytest.raises(ValueError, match="linear_tol"):
+        api(ad).argmin(f, x0, linear_tol=0.0)
+    with pytest.raises(ValueError, match="linear_maxiter"):
+        api(ad).argmin(f, x0, linear_maxiter=2.5)
+    with pytest.raises(ValueError, match="active_tol"):
+        api(ad).argmin(f, x0, active_tol="tight")
     with pytest.raises(TypeError, match="unknown_option"):
         api(ad).argmin(f, x0, unknown_option=1)
 

@@ -26,6 +26,7 @@ framework's custom-gradient rule); NumPy has neither, so it has no ``argmin``.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -176,6 +177,23 @@ class _Settings:
     linear_tol: float | None = None
     linear_maxiter: int | None = None
     active_tol: float = 1e-6
+
+
+def _check_settings(s: _Settings) -> None:
+    """Clear errors naming the option, before any solve."""
+    def number(name, value, low_ok):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                value >= 0 if low_ok else value > 0):
+            raise ValueError(f"{name} must be a {'non-negative' if low_ok else 'positive'} number, got {value!r}")
+
+    number("ridge", s.ridge, True)
+    number("active_tol", s.active_tol, True)
+    if s.linear_tol is not None:
+        number("linear_tol", s.linear_tol, False)
+    if s.linear_maxiter is not None and (
+            isinstance(s.linear_maxiter, bool) or not isinstance(s.linear_maxiter, numbers.Integral)
+            or s.linear_maxiter < 1):
+        raise ValueError(f"linear_maxiter must be a positive integer, got {s.linear_maxiter!r}")
 
 
 def _complain(message: str, strict: bool) -> None:
@@ -574,8 +592,7 @@ def argmin(
     for key in REFUSED:
         if key in extras:
             raise TypeError(f"argmin does not take {key}= (the stochastic mode has no fixed minimizer)")
-    if settings.ridge < 0:
-        raise ValueError(f"ridge must be >= 0, got {settings.ridge!r}")
+    _check_settings(settings)
     if not isinstance(args, tuple):
         args = (args,)
     lb_dict, ub_dict = extras.pop("lb_dict", None), extras.pop("ub_dict", None)
