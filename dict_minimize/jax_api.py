@@ -601,6 +601,7 @@ class _ArgminBackend(JaxBackend):
 
     def implicit_function(self, forward, backward):
         avals: list = []
+        wanted: list = []  # which inputs jax differentiates (symbolic zeros tell)
 
         @jax.custom_vjp
         def solve(*inputs):
@@ -612,21 +613,29 @@ class _ArgminBackend(JaxBackend):
             avals[:] = [jax.ShapeDtypeStruct(np.shape(v), v.dtype) for v in inputs]
             return tuple(forward(list(inputs)))
 
-        def solve_fwd(*inputs):
-            return solve(*inputs), None
+        def solve_fwd(*primals):
+            wanted[:] = [bool(p.perturbed) for p in primals]
+            return solve(*[p.value for p in primals]), None
 
         def host_backward(*cotangents):
-            grads = backward([np.asarray(c, dtype=np.float64) for c in cotangents])
-            return tuple(np.zeros(a.shape, a.dtype) if g is None
-                         else np.asarray(g).astype(a.dtype).reshape(a.shape) for g, a in zip(grads, avals))
+            grads = backward([np.asarray(c, dtype=np.float64) for c in cotangents], list(wanted))
+            return tuple(np.zeros(avals[j].shape, avals[j].dtype) if grads[j] is None
+                         else np.asarray(grads[j]).astype(avals[j].dtype).reshape(avals[j].shape)
+                         for j in range(len(avals)) if wanted[j])
 
         def solve_bwd(_, cotangents):
+            cotangents = [jnp.zeros(c.aval.shape, c.aval.dtype) if isinstance(c, jax.custom_derivatives.SymbolicZero)
+                          else c for c in cotangents]
             if any(isinstance(c, jax.core.Tracer) for c in cotangents):
                 # Under jax.vmap (jax.jacrev) or jax.jit: one host solve per cotangent.
-                return jax.pure_callback(host_backward, tuple(avals), *cotangents, vmap_method="sequential")
-            return tuple(jnp.asarray(g) for g in host_backward(*cotangents))
+                shapes = tuple(a for a, w in zip(avals, wanted) if w)
+                grads = iter(jax.pure_callback(host_backward, shapes, *cotangents, vmap_method="sequential"))
+            else:
+                grads = iter(jnp.asarray(g) for g in host_backward(*cotangents))
+            # Inputs nobody differentiates get no cotangent (None: a symbolic zero).
+            return tuple(next(grads) if w else None for w in wanted)
 
-        solve.defvjp(solve_fwd, solve_bwd)
+        solve.defvjp(solve_fwd, solve_bwd, symbolic_zeros=True)
 
         def apply(inputs: list) -> list:
             if not inputs:

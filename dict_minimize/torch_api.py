@@ -354,7 +354,8 @@ class _Implicit(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, *cotangents):
-        grads = ctx.backward_rule([_BACKEND.to_numpy(c).astype(np.float64) for c in cotangents])
+        grads = ctx.backward_rule([_BACKEND.to_numpy(c).astype(np.float64) for c in cotangents],
+                                  list(ctx.needs_input_grad[1:]))
         out = [None if g is None else torch.as_tensor(np.asarray(g), dtype=dt, device=dev).reshape(shape)
                for g, (dt, dev, shape) in zip(grads, ctx.like)]
         return (None, *out)

@@ -141,8 +141,9 @@ class Backend(abc.ABC):
 
         ``apply(inputs) -> outputs``: ``forward(values)`` gets the inputs'
         values (framework tensors, not being differentiated) and returns the
-        output leaves; ``backward(cotangents)`` gets one NumPy array per
-        output and returns, per input, a NumPy array shaped like it or
-        ``None`` (no gradient). ``None``: this backend has no ``argmin``.
+        output leaves; ``backward(cotangents, wanted=None)`` gets one NumPy
+        array per output (and optionally which inputs the framework needs a
+        gradient for) and returns, per input, a NumPy array shaped like it
+        or ``None`` (no gradient). ``None``: this backend has no ``argmin``.
         """
         return None

@@ -374,7 +374,11 @@ class Backward:
         return out
 
     # -- one cotangent --
-    def __call__(self, cotangents: list) -> list:
+    def __call__(self, cotangents: list, wanted: list | None = None) -> list:
+        """Per input, its cotangent (NumPy, shaped like it) or None; ``wanted[j]`` false: skip input j."""
+        groups = self._groups_for(wanted)
+        if not any(groups[g] for g in groups if g != "at"):
+            return [None] * len(self.inputs)  # only x0 (or nothing) is differentiated
         if not self._ready:
             self._setup()
         self.stats["backward_calls"] += 1
@@ -392,7 +396,6 @@ class Backward:
         if F.size:
             u_F, w = self._solve(v[F], F, m)
             u[F] = u_F
-        groups = self.groups
         if groups["args"]:
             theta = self._mixed(u, groups["at"]["args"])
             self._put(out, groups["args"], 0.0 - theta)  # 0.0 - : no -0.0
@@ -411,6 +414,20 @@ class Backward:
         if groups["bounds"] and not np.all(self.free):
             r = v - self._hess(u) - self.J.T @ w  # only its active entries are used
             self._bounds_cotangent(out, groups["bounds"], r)
+        return out
+
+    def _groups_for(self, wanted: list | None) -> dict:
+        """:attr:`groups` without the inputs nobody differentiates."""
+        if wanted is None or all(wanted):
+            return self.groups
+        out: dict = {"at": {}}
+        for g, idx in self.groups.items():
+            if g == "at":
+                continue
+            keep = [i for i, j in enumerate(idx) if wanted[j]]
+            out[g] = [idx[i] for i in keep]
+            if g in self.groups["at"]:
+                out["at"][g] = [self.groups["at"][g][i] for i in keep]
         return out
 
     def _solve(self, v_F, F, m):
@@ -485,7 +502,7 @@ class Backward:
         thetas = [leaves[i] for i in at]
         others = [v for i, v in enumerate(leaves) if i not in set(at)]
         joint = _joint_function(b, self.fun, spec, len(leaves), at)
-        theta_hvp, _, _ = self._joint("args", joint, thetas, others)
+        theta_hvp, _, _ = self._joint(("args", tuple(at)), joint, thetas, others)
         return theta_hvp(u)
 
     def _constraint_theta(self, k, cfun, cargs, at, u, lam, w_full):
@@ -494,7 +511,7 @@ class Backward:
         thetas = [leaves[i] for i in at]
         others = [v for i, v in enumerate(leaves) if i not in set(at)]
         joint = _joint_function(b, cfun, spec, len(leaves), at, dot=True)
-        theta_hvp, jl, z = self._joint(("con", k), joint, thetas, [lam] + others)
+        theta_hvp, jl, z = self._joint(("con", k, tuple(at)), joint, thetas, [lam] + others)
         _, grad = b.value_and_grad(joint, jl)(z, (w_full,) + tuple(others))
         return theta_hvp(u) + grad[self.layout.n:]
 
@@ -629,8 +646,8 @@ def argmin(
         state.update(res=res, backward=bw, layout=layout)
         return leaves
 
-    def backward(cotangents: list) -> list:
-        return state["backward"](cotangents)
+    def backward(cotangents: list, wanted: list | None = None) -> list:
+        return state["backward"](cotangents, wanted)
 
     apply = backend.implicit_function(forward, backward)
     if apply is None:
