@@ -566,3 +566,15 @@ def test_implicit_benchmark_rows_are_like_for_like():
     assert max(a["w_error"], u["w_error"], t["w_error"]) <= 1e-6
     assert a["backward_hvps"] >= a["cg_iterations"] >= 1 and u["nit"] >= 1
     assert "| 1e+02 |" in bench.tables({"torch": [row], "jax": []})
+
+
+def test_torch_backward_skips_inputs_without_requires_grad():
+    # Only x0 requires grad: the backward pass has nothing to solve for.
+    torch = pytest.importorskip("torch")
+    from dict_minimize.torch_api import argmin
+
+    x0 = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    x, res = argmin(lambda x, y: ((x - y) ** 2).sum(), x0, args=(y,), return_result=True)
+    x.sum().backward()
+    assert x0.grad is None and res.implicit["backward_calls"] == 0
