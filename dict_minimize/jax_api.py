@@ -703,3 +703,79 @@ root = bind_root(
     >>> round(float(res.x["a"]), 3), round(float(res.x["b"]), 3)
     (2.0, 2.0)""",
 )
+
+
+# ---- argmin: the solution as a differentiable function of args ----------
+
+
+class _ArgminBackend(JaxBackend):
+    """The backend with argmin's two hooks: parameters are floating ``jax.Array`` (tracers too)."""
+
+    def is_parameter(self, leaf: Any) -> bool:
+        return isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.floating)
+
+    def implicit_function(self, forward, backward):
+        avals: list = []
+        wanted: list = []  # which inputs jax differentiates (symbolic zeros tell)
+
+        @jax.custom_vjp
+        def solve(*inputs):
+            if any(isinstance(v, jax.core.Tracer) for v in inputs):
+                raise TypeError(
+                    "argmin runs SciPy on concrete values: call it outside jax.jit and jax.vmap "
+                    "(jax.grad, jax.vjp and jax.jacrev of a function that calls it work)"
+                )
+            avals[:] = [jax.ShapeDtypeStruct(np.shape(v), v.dtype) for v in inputs]
+            return tuple(forward(list(inputs)))
+
+        def solve_fwd(*primals):
+            wanted[:] = [bool(p.perturbed) for p in primals]
+            return solve(*[p.value for p in primals]), None
+
+        def host_backward(*cotangents):
+            grads = backward([np.asarray(c, dtype=np.float64) for c in cotangents], list(wanted))
+            return tuple(np.zeros(avals[j].shape, avals[j].dtype) if grads[j] is None
+                         else np.asarray(grads[j]).astype(avals[j].dtype).reshape(avals[j].shape)
+                         for j in range(len(avals)) if wanted[j])
+
+        def solve_bwd(_, cotangents):
+            cotangents = [jnp.zeros(c.aval.shape, c.aval.dtype) if isinstance(c, jax.custom_derivatives.SymbolicZero)
+                          else c for c in cotangents]
+            if any(isinstance(c, jax.core.Tracer) for c in cotangents):
+                # Under jax.vmap (jax.jacrev) or jax.jit: one host solve per cotangent.
+                shapes = tuple(a for a, w in zip(avals, wanted) if w)
+                grads = iter(jax.pure_callback(host_backward, shapes, *cotangents, vmap_method="sequential"))
+            else:
+                grads = iter(jnp.asarray(g) for g in host_backward(*cotangents))
+            # Inputs nobody differentiates get no cotangent (None: a symbolic zero).
+            return tuple(next(grads) if w else None for w in wanted)
+
+        solve.defvjp(solve_fwd, solve_bwd, symbolic_zeros=True)
+
+        def apply(inputs: list) -> list:
+            if not inputs:
+                return forward([])
+            return list(solve(*inputs))
+
+        return apply
+
+
+from .core.implicit import bind_argmin  # noqa: E402
+
+__all__.append("argmin")
+argmin = bind_argmin(
+    _ArgminBackend(),
+    __name__,
+    tensors="JAX arrays",
+    tensor="floating jax.Array",
+    how="a ``jax.custom_vjp``: ``jax.grad``, ``jax.vjp`` and ``jax.jacrev`` work; ``jax.jit`` and "
+    "``jax.vmap`` of argmin itself do not, since SciPy runs on concrete values",
+    example="""    >>> import jax, jax.numpy as jnp
+    >>> from dict_minimize.jax_api import argmin
+    >>> def f(x, y):  # relu(y) = argmin ||x||^2 - 2 y'x subject to x >= 0
+    ...     return jnp.sum(x["x"] ** 2) - 2 * jnp.sum(y * x["x"])
+    >>> def relu(y):
+    ...     return argmin(f, {"x": jnp.ones(3)}, args=(y,), bounds={"x": (0.0, None)})["x"]
+    >>> jax.jacrev(relu)(jnp.array([1.5, -2.0, 0.5])).round(3).tolist()
+    [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]""",
+)

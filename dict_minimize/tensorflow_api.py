@@ -832,3 +832,73 @@ def load_keras_parameters(model: Any, params: Any) -> None:
         tensors.append(tensor)
     for variable, tensor in zip(variables, tensors):
         variable.assign(tensor)
+
+
+# ---- argmin: the solution as a differentiable function of args ----------
+
+
+class _ArgminBackend(TensorflowBackend):
+    """The backend with argmin's two hooks: parameters are floating tensors and variables."""
+
+    def is_parameter(self, leaf: Any) -> bool:
+        return _is_tf_leaf(leaf) and tf.as_dtype(leaf.dtype) in _FLOATS
+
+    def implicit_function(self, forward, backward):
+        def apply(inputs: list) -> list:
+            if not inputs:
+                return forward([])
+            if not tf.executing_eagerly():
+                raise TypeError(
+                    "argmin runs SciPy on concrete values: call it eagerly, not inside tf.function "
+                    "(a GradientTape around it works)"
+                )
+            # Variables are read once here; the tape records the read, so their gradients flow.
+            tensors = [tf.convert_to_tensor(v) for v in inputs]
+
+            @tf.custom_gradient
+            def solve(*values):
+                outputs = forward(list(values))
+
+                def host_grad(*cotangents):
+                    grads = backward([c.numpy() for c in cotangents])
+                    return [tf.zeros_like(v) if g is None else tf.constant(np.asarray(g), dtype=v.dtype)
+                            for g, v in zip(grads, values)]
+
+                def grad(*cotangents, variables=None):
+                    cotangents = [tf.zeros_like(o) if c is None else c for c, o in zip(cotangents, outputs)]
+                    if all(hasattr(c, "numpy") for c in cotangents):
+                        out = host_grad(*cotangents)
+                    else:  # traced (tape.jacobian's loop): the host solve as a py_function
+                        out = tf.py_function(host_grad, cotangents, [v.dtype for v in values])
+                        out = [tf.ensure_shape(g, v.shape) for g, v in zip(out, values)]
+                    return (out, [None] * len(variables)) if variables else out
+
+                return list(outputs), grad
+
+            return list(solve(*tensors))
+
+        return apply
+
+
+from .core.implicit import bind_argmin  # noqa: E402
+
+__all__.append("argmin")
+argmin = bind_argmin(
+    _ArgminBackend(),
+    __name__,
+    tensors="TensorFlow tensors",
+    tensor="floating tf.Tensor or tf.Variable",
+    how="a ``tf.custom_gradient``, under a ``tf.GradientTape``; argmin itself runs eagerly, "
+    "not inside ``tf.function``",
+    example="""    >>> import tensorflow as tf
+    >>> from dict_minimize.tensorflow_api import argmin
+    >>> y = tf.constant([1.5, -2.0, 0.5], dtype=tf.float64)
+    >>> def f(x, y):  # relu(y) = argmin ||x||^2 - 2 y'x subject to x >= 0
+    ...     return tf.reduce_sum(x["x"] ** 2) - 2 * tf.reduce_sum(y * x["x"])
+    >>> with tf.GradientTape() as tape:
+    ...     tape.watch(y)
+    ...     x = argmin(f, {"x": tf.ones(3, tf.float64)}, args=(y,), bounds={"x": (0.0, None)})
+    ...     total = tf.reduce_sum(x["x"])
+    >>> tape.gradient(total, y).numpy().tolist()
+    [1.0, 0.0, 1.0]""",
+)

@@ -447,3 +447,62 @@ root = bind_root(
     >>> round(float(res.x["a"]), 4), round(float(res.x["b"]), 4)
     (2.0, 2.0)""",
 )
+
+
+# ---- argmin: the solution as a differentiable function of args ----------
+
+
+class _Implicit(torch.autograd.Function):
+    """``argmin``'s solve as one autograd node; its backward is the implicit function theorem's."""
+
+    @staticmethod
+    def forward(ctx, rule, *inputs):
+        forward, backward = rule
+        ctx.backward_rule = backward
+        ctx.like = [(t.dtype, t.device, t.shape) for t in inputs]
+        return tuple(t.detach() for t in forward(list(inputs)))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *cotangents):
+        grads = ctx.backward_rule([_BACKEND.to_numpy(c).astype(np.float64) for c in cotangents],
+                                  list(ctx.needs_input_grad[1:]))
+        out = [None if g is None else torch.as_tensor(np.asarray(g), dtype=dt, device=dev).reshape(shape)
+               for g, (dt, dev, shape) in zip(grads, ctx.like)]
+        return (None, *out)
+
+
+class _ArgminBackend(TorchBackend):
+    """The backend with argmin's two hooks: parameters are float tensors that require grad."""
+
+    def is_parameter(self, leaf: Any) -> bool:
+        return isinstance(leaf, torch.Tensor) and leaf.dtype in _FLOATS and leaf.requires_grad
+
+    def implicit_function(self, forward, backward):
+        def apply(inputs: list) -> list:
+            if not inputs:
+                return forward([])  # nothing to differentiate: no autograd node
+            return list(_Implicit.apply((forward, backward), *inputs))
+
+        return apply
+
+
+from .core.implicit import bind_argmin  # noqa: E402
+
+__all__.append("argmin")
+argmin = bind_argmin(
+    _ArgminBackend(),
+    __name__,
+    tensors="PyTorch tensors",
+    tensor="torch.Tensor that requires grad",
+    how="through one ``torch.autograd.Function`` node",
+    example="""    >>> import torch
+    >>> from dict_minimize.torch_api import argmin
+    >>> y = torch.tensor([1.5, -2.0, 0.5], dtype=torch.float64, requires_grad=True)
+    >>> def f(x, y):  # relu(y) = argmin ||x||^2 - 2 y'x subject to x >= 0
+    ...     return (x["x"] ** 2).sum() - 2 * (y * x["x"]).sum()
+    >>> x = argmin(f, {"x": torch.ones(3, dtype=torch.float64)}, args=(y,), bounds={"x": (0.0, None)})
+    >>> x["x"].sum().backward()
+    >>> y.grad
+    tensor([1., 0., 1.], dtype=torch.float64)""",
+)

@@ -171,3 +171,23 @@ class Backend(abc.ABC):
         and ``root`` join a pytree of residuals with it before taking the Jacobian.
         """
         return np.concatenate([np.ravel(self.to_numpy(t)) for t in tensors])
+
+    # ---- argmin: differentiating the solution (None: no autodiff) ---------
+
+    def is_parameter(self, leaf: Any) -> bool:
+        """Whether a leaf of ``args``, of a constraint's ``args`` or of ``bounds`` carries gradients into ``argmin``."""
+        return False
+
+    def implicit_function(
+        self, forward: Callable[[list], list], backward: Callable[[list], list]
+    ) -> Callable[[list], list] | None:
+        """``forward`` as one operation of this framework's reverse mode, with ``backward`` as its rule.
+
+        ``apply(inputs) -> outputs``: ``forward(values)`` gets the inputs'
+        values (framework tensors, not being differentiated) and returns the
+        output leaves; ``backward(cotangents, wanted=None)`` gets one NumPy
+        array per output (and optionally which inputs the framework needs a
+        gradient for) and returns, per input, a NumPy array shaped like it
+        or ``None`` (no gradient). ``None``: this backend has no ``argmin``.
+        """
+        return None
