@@ -266,13 +266,7 @@ def assert_grad_norms_at_iterates(h, res, iterates):
     assert norms[-1] < 1e-3 * norms[0]
 
 
-STALE_GRAD_AFTER_REJECTED_STEP = pytest.mark.xfail(strict=True, reason=(
-    "bug: SciPy's trust-region callbacks carry no gradient, so the history takes the last one "
-    "evaluated, which after a rejected step is the rejected trial point's, not the iterate's"))
-
-
-@pytest.mark.parametrize("method", ["l-bfgs-b", "bfgs",
-                                    pytest.param("trust-exact", marks=STALE_GRAD_AFTER_REJECTED_STEP)])
+@pytest.mark.parametrize("method", ["l-bfgs-b", "bfgs", "trust-exact"])  # trust-exact rejects steps
 def test_history_gradient_norm_with_autodiff(ad, method):
     h = ad
     fun, x0, _ = problem(h, method)

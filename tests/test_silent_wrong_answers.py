@@ -1,8 +1,6 @@
 """No silent wrong answers (DESIGN.md): right, or a clear error; never a wrong result with success=True.
 
-Each test runs on every backend. Where a backend has the bug today the
-test is a strict xfail naming it, so the fix shows up as an XPASS (then
-drop the mark).
+Each test runs on every backend.
 """
 
 from __future__ import annotations
@@ -13,19 +11,6 @@ import pytest
 TARGETS = (0.0, 1.0, 10.0)
 _TARGET = None  # read by an objective below, as a user's module-level setting
 
-# Issue 10: the complex step is cast to real in these backends, every gradient is zero and the
-# run returns x0 with success=True.
-CS_CAST_TO_REAL = {"torch", "tensorflow", "jax"}
-# Issue 10: the compiled objective is reused across minimize calls keyed on fun's identity, so a
-# value it reads that changed between calls is ignored.
-STALE_COMPILED = {"tensorflow", "jax"}
-
-
-def known_bug(h, backends: set, reason: str, request) -> None:
-    if h.name in backends:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"bug ({h.name}): {reason}"))
-
-
 def quadratic(h, target):
     return lambda x: h.ops.sum((x["w"] - target) ** 2) + (x["b"] - 2.0 * target) ** 2
 
@@ -35,9 +20,8 @@ def close(h, tree, w, b, atol=1e-5):
     np.testing.assert_allclose(float(h.to_numpy(tree["b"])), b, atol=atol)
 
 
-def test_complex_step_is_right_or_refused(be, request):
+def test_complex_step_is_right_or_refused(be):
     h = be
-    known_bug(h, CS_CAST_TO_REAL, "jac='cs' casts the complex step to real: zero gradient", request)
     x0 = {"w": h.asarray([0.0, 0.0, 0.0]), "b": h.asarray(0.0)}
     try:
         res = h.minimize(quadratic(h, 1.0), x0, method="BFGS", jac="cs")
@@ -50,10 +34,9 @@ def test_complex_step_is_right_or_refused(be, request):
 
 
 @pytest.mark.parametrize("reads", ["closure", "global"])
-def test_a_value_fun_reads_may_change_between_calls(be, reads, request):
+def test_a_value_fun_reads_may_change_between_calls(be, reads):
     """The issue's ``for LAM in [0, 1, 10]: minimize(...)``: each call sees the LAM of its time."""
     h = be
-    known_bug(h, STALE_COMPILED, "the compiled objective is reused with the first call's value", request)
     global _TARGET
     box = {"target": None}
 

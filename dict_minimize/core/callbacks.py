@@ -137,9 +137,9 @@ class IterationHook:
             if grad is not None and np.shape(grad) != np.shape(x):
                 grad = None
         if grad is None and obj is not None:
-            # The last gradient evaluated: for line-search methods that is
-            # the accepted iterate's.
-            grad = obj.last_grad
+            # For line-search methods the last gradient evaluated is the
+            # accepted iterate's; after a rejected trust-region step the one before.
+            grad = obj.grad_for_history(x)
         gnorm = np.nan
         if grad is not None:
             g = np.ravel(grad)

@@ -62,6 +62,7 @@ class Objective:
         self._x = None
         self._f = None
         self._g = None
+        self._prev = (None, None)
         self._lin_x = None
         self._lin = None
         # The best finite point so far, kept so that no fault loses it. With
@@ -94,6 +95,7 @@ class Objective:
         """Swap the extra arguments (a new minibatch); forget every memo."""
         self.args = args
         self._x = self._f = self._g = None
+        self._prev = (None, None)
         self._lin_x = self._lin = None
         self.best_f = np.inf
         self.best_x = None
@@ -103,6 +105,9 @@ class Objective:
             raise Halt("Stopped: the time limit `max_time` was reached.", best=True)
 
     def _remember(self, x: np.ndarray, f: float, g) -> None:
+        # The point before stays known for the history: after a rejected
+        # trust-region step the iterate is that one, not the last evaluated.
+        self._prev = (self._x, self._g)
         self._x = np.array(x, dtype=np.float64, copy=True)
         self._f, self._g = f, g
         if -np.inf < f < self.best_f:  # finite and better (False for NaN)
@@ -151,6 +156,15 @@ class Objective:
             self._remember(x, f, g)
         # Like SciPy's MemoizeJac, hand out the memo itself: each evaluation
         # makes a new array and nothing here writes into an old one.
+        return self._g
+
+    def grad_for_history(self, x: np.ndarray) -> np.ndarray | None:
+        """The gradient at the iterate ``x`` if one of the last two evaluations was there, else the last one."""
+        if self._same_point(x):
+            return self._g
+        prev_x, prev_g = self._prev
+        if prev_g is not None and prev_x is not None and np.array_equal(prev_x, x):
+            return prev_g
         return self._g
 
     def last_grad_at(self, x: np.ndarray) -> np.ndarray | None:
