@@ -163,24 +163,21 @@ def test_monkeypatching_scipy_minimize_does_not_recurse(monkeypatch):
 SCIPY_TESTS = Path(scipy.__file__).parent / "optimize" / "tests"
 
 #: Every SciPy test file that reaches ``minimize`` (directly, or through basinhopping,
-#: shgo, dual_annealing and differential_evolution's polishing). The quick ones (a few
-#: seconds for both runs) are in the default run, the rest are ``slow``.
+#: shgo, dual_annealing and differential_evolution's polishing; test_trustregion_krylov,
+#: test_trustregion_exact, test_hessian_update_strategy, test_regression and
+#: test_constraints pass both ways but never call it). The quick ones (a few seconds for
+#: both runs) are in the default run, the rest are ``slow``.
 MINIMIZE_SUITES = {
     "test_optimize.py": "slow",
     "test_minimize_constrained.py": "quick",
     "test_constraint_conversion.py": "quick",
     "test_trustregion.py": "quick",
-    "test_trustregion_krylov.py": "quick",
-    "test_trustregion_exact.py": "quick",
     "test_slsqp.py": "quick",
     "test_cobyla.py": "quick",
     "test_cobyqa.py": "quick",
     "test_lbfgsb_hessinv.py": "quick",
     "test_lbfgsb_setulb.py": "quick",
     "test_tnc.py": "quick",
-    "test_hessian_update_strategy.py": "quick",
-    "test_regression.py": "quick",
-    "test_constraints.py": "quick",
     "test__basinhopping.py": "slow",
     "test__shgo.py": "slow",
     "test__dual_annealing.py": "slow",
@@ -192,6 +189,7 @@ PLUGIN = """
 import functools
 import json
 import os
+import sys
 import threading
 
 import pytest
@@ -224,8 +222,11 @@ scipy.optimize._minimize.minimize = minimize
 
 
 def pytest_collection_modifyitems(session, config, items):
-    # A test module that bound the name itself (`from scipy.optimize import minimize`).
-    for module in {item.module for item in items if getattr(item, "module", None) is not None}:
+    # Modules that bound the name themselves (`from scipy.optimize import minimize`):
+    # the test modules, and SciPy's own global optimizers that call it.
+    modules = {item.module for item in items if getattr(item, "module", None) is not None}
+    modules |= {m for name, m in list(sys.modules.items()) if name.startswith("scipy.optimize")}
+    for module in modules:
         if getattr(module, "minimize", None) is _scipy_minimize:
             module.minimize = minimize
 
