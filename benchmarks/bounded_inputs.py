@@ -205,7 +205,7 @@ def main() -> None:
             "cpus": os.cpu_count(), "total_wall_s": round(time.perf_counter() - start, 1)}
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
-        json.dump({"meta": meta, "rows": rows, "raw": results}, f, indent=1)
+        json.dump({"command": "python " + " ".join(["benchmarks/bounded_inputs.py"] + sys.argv[1:]), "meta": meta, "rows": rows, "raw": results}, f, indent=1)
     print(compact_markdown(rows) + "\n\n" + markdown(rows))
 
 

@@ -250,6 +250,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     Path(opts.json).parent.mkdir(parents=True, exist_ok=True)
+    report = {"command": "python " + " ".join(["benchmarks/distributed.py"] + sys.argv[1:]), **report}
     Path(opts.json).write_text(json.dumps(report, indent=1))
 
     print(f"logistic regression, {opts.samples} samples x {opts.features} features (n = {n}), float64, gloo")

@@ -289,6 +289,7 @@ def main(sizes, jax_sizes, path: str | None) -> dict:
     print(tables(results))
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        results = {"command": "python " + " ".join(["benchmarks/implicit.py"] + sys.argv[1:]), **results}
         Path(path).write_text(json.dumps(results, indent=1) + "\n")
     return results
 

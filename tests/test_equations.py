@@ -245,8 +245,12 @@ def test_docstring_examples_run(backend, name):
     assert result.attempted >= 5 and result.failed == 0
 
 
-def test_compiled_jacobian_reused_across_calls(ad):
-    """JAX and TensorFlow trace the Jacobian once per fun: a second call only runs fun eagerly."""
+def test_compiled_jacobian_traced_once_per_call(ad):
+    """JAX and TensorFlow trace the Jacobian once per call, not per evaluation; never across calls.
+
+    A plain ``fun`` may read state that changed between calls (docs/guide.md's
+    rule), so the second call traces again, exactly as often as the first.
+    """
     if ad.name not in ("jax", "tensorflow"):
         pytest.skip(f"{ad.name} does not compile")
     t, y = data(ad)
@@ -259,8 +263,8 @@ def test_compiled_jacobian_reused_across_calls(ad):
 
     first = api(ad).least_squares(fun, x0_of(ad))
     traced = len(calls) - first.nfev
-    assert traced >= 1  # the Jacobian's trace(s)
+    assert 1 <= traced <= 3  # the Jacobian's trace(s), not one per evaluation
     calls.clear()
     second = api(ad).least_squares(fun, x0_of(ad))
-    assert len(calls) == second.nfev  # SciPy's evaluations only: no new trace
+    assert len(calls) - second.nfev == traced
     np.testing.assert_array_equal(ad.to_numpy(second.x["k"]), ad.to_numpy(first.x["k"]))

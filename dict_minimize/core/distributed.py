@@ -267,7 +267,6 @@ class DistributedBackend(Backend):
         self.inner = inner
         self.reducer = reducer
         self.objective = objective
-        self.name = inner.name
         self.halted = False  # set once max_time stopped the run
         self.wrapped: dict[int, Callable] = {}  # id(wrapped fun) -> the user's fun
         self.last_hash = 0.0
