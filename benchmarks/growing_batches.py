@@ -88,8 +88,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['setting']:58s} {r['nit']:4d} {r['traces']:6d} {r['wall_s']:7.2f} {r['cpu_s']:7.2f}")
     a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps({"command": f"python benchmarks/growing_batches.py --iterations {a.iterations}",
-                                  "jax": jax.__version__, "rows": rows}, indent=2) + "\n")
+    command = f"python benchmarks/growing_batches.py --iterations {a.iterations}"
+    a.json.write_text(json.dumps({"command": command, "jax": jax.__version__, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -480,9 +480,10 @@ class JaxBackend(Backend):
                 except _TRACER_ERRORS as e:
                     # Gradient-free methods need no tracing: call fun as it is, and say so once.
                     eager = True
+                    cause = f"{type(e).__name__}: {str(e).splitlines()[0]}"
                     warnings.warn(
-                        f"fun could not be traced by jax.jit ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                        "this gradient-free run calls it eagerly at every evaluation instead, which is slower",
+                        f"fun could not be traced by jax.jit ({cause}); this gradient-free run calls it "
+                        "eagerly at every evaluation instead, which is slower",
                         UserWarning,
                         stacklevel=2,
                     )

@@ -390,7 +390,8 @@ def _flat_output(c: Any) -> tf.Tensor:
     tensors = [t for t in parts if isinstance(t, tf.Tensor)]
     if not tensors:
         return _flat1d(tf.convert_to_tensor(c))
-    dtype = max((t.dtype for t in tensors if t.dtype.is_floating), key=lambda d: d.size, default=tensors[0].dtype)
+    floating = [t.dtype for t in tensors if t.dtype.is_floating]
+    dtype = max(floating, key=lambda d: d.size) if floating else tensors[0].dtype
     return tf.concat([_flat1d(_cast(t, dtype)) if isinstance(t, tf.Tensor) else tf.constant([t], dtype)
                       for t in parts], 0)
 

@@ -46,14 +46,15 @@ def _flat_output(c: Any) -> torch.Tensor:
         dtype, device = tensors[0].dtype, tensors[0].device
         for t in tensors[1:]:
             dtype = torch.promote_types(dtype, t.dtype)
-        parts = [t.to(dtype) if isinstance(t, torch.Tensor) else torch.tensor([float(t)], dtype=dtype, device=device)
-                 for t in parts]
+        parts = [t.to(dtype) if isinstance(t, torch.Tensor)
+                 else torch.tensor([float(t)], dtype=dtype, device=device) for t in parts]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=device)
     return torch.as_tensor(np.asarray(c, dtype=np.float64)).reshape(-1)
 
 
 def _holds_tensor(seq: Any) -> bool:
-    return any(isinstance(v, torch.Tensor) or (isinstance(v, (list, tuple)) and _holds_tensor(v)) for v in seq)
+    return any(isinstance(v, torch.Tensor) or (isinstance(v, (list, tuple)) and _holds_tensor(v))
+               for v in seq)
 
 
 class TorchBackend(Backend):

@@ -169,8 +169,10 @@ def test_a_constraint_jac_pytree_missing_a_leaf_names_it(be):
     def jac(x):
         return {"a": np.ones((1, 2))}  # no "b"
 
-    cons = {"type": "eq", "fun": lambda x: be.ops.reshape(be.ops.sum(x["a"]) + be.ops.sum(x["b"]) - 1.0, (1,)),
-            "jac": jac}
+    def cfun(x):
+        return be.ops.reshape(be.ops.sum(x["a"]) + be.ops.sum(x["b"]) - 1.0, (1,))
+
+    cons = {"type": "eq", "fun": cfun, "jac": jac}
     with pytest.raises(ValueError, match=r"constraint jac.*x0\['b'\]"):
         be.minimize(lambda x: be.ops.sum(x["a"] ** 2) + be.ops.sum(x["b"] ** 2), x0, method="SLSQP",
                     constraints=cons)

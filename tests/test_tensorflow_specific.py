@@ -228,7 +228,8 @@ def test_errors_that_are_not_tracing_pitfalls_do_not_fall_back(bug):
 
     import warnings
 
-    error = {"TypeError": TypeError, "AttributeError": AttributeError, "NotImplementedError": NotImplementedError}
+    error = {"TypeError": TypeError, "AttributeError": AttributeError,
+             "NotImplementedError": NotImplementedError}
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no fallback warning: the error itself comes out
         with pytest.raises(error[bug]):
