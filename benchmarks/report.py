@@ -206,7 +206,8 @@ def curvature_summary(data: dict) -> str:
 
 def curvature_report(data: dict) -> str:
     curvature = _module("curvature")
-    return f"Measured by {_provenance(data, 'curvature')}.\n\n" + curvature.report(data)
+    return (f"Command: `{data['command']}`; raw output `benchmarks/results/curvature.json`.\n\n"
+            + curvature.report(data))
 
 
 # ---- the blocks ---------------------------------------------------------------
