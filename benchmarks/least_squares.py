@@ -164,7 +164,8 @@ def main(argv=None) -> int:
     base = statistics.median(raw["scipy 2-point"]["cpu_s"])
     for row, label in zip(rows, raw):
         row.insert(5, f"{base / statistics.median(raw[label]['cpu_s']):.2f}x")
-    header = ["side", "nfev", "njev", "wall s", "CPU s", "speed-up vs SciPy (CPU)", "final cost", "optimality"]
+    header = ["side", "nfev", "njev", "wall s", "CPU s", "speed-up vs SciPy (CPU)", "final cost",
+              "optimality"]
     print(f"m = {size['points']} residuals, n = {n} parameters, max_nfev = {size['max_nfev']}, "
           f"method='trf'; {machine()}\n")
     print(markdown_table(header, rows, right=header[1:]))

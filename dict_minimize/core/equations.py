@@ -351,7 +351,7 @@ def root(
     callback: Callable | None = None,
     options: dict | None = None,
 ) -> OptimizeResult:
-    """A root of ``fun`` (pytree-valued) over the pytree ``x0`` with ``backend``; see the backends' ``root``."""
+    """A root of ``fun`` over the pytree ``x0`` with ``backend``; see the backends' ``root``."""
     args, options = check_common(fun, args, options)
     meth = method.lower() if isinstance(method, str) else method
     if _is_complex_array(x0):  # SciPy's complex root finding (df-sane, nonlin): nothing to translate
