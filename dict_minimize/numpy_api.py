@@ -66,7 +66,8 @@ class NumpyBackend(Backend):
 
     def from_flat(self, x: np.ndarray, layout: Layout, requires_grad: bool = False) -> list:
         if x.dtype.kind == "c":  # SciPy's complex-step differences ('cs'): keep the imaginary part
-            return [piece.astype(np.result_type(dt, x.dtype)) for piece, dt in zip(layout.split(x), layout.dtypes)]
+            pieces = zip(layout.split(x), layout.dtypes)
+            return [piece.astype(np.result_type(dt, x.dtype)) for piece, dt in pieces]
         if layout.info is not None:  # one dtype: one copy, then views
             buf = np.array(x, dtype=layout.info, copy=True)
             return [buf.reshape(layout.shapes[0])] if len(layout.shapes) == 1 else layout.split(buf)

@@ -268,3 +268,22 @@ def test_compiled_jacobian_traced_once_per_call(ad):
     second = api(ad).least_squares(fun, x0_of(ad))
     assert len(calls) - second.nfev == traced
     np.testing.assert_array_equal(ad.to_numpy(second.x["k"]), ad.to_numpy(first.x["k"]))
+
+
+def test_least_squares_benchmark_runs(tmp_path):
+    """benchmarks/least_squares.py --quick: SciPy and numpy_api do the same work to the same cost."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "least_squares.py"
+    out = tmp_path / "ls.json"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--repeats", "1", "--backends", "numpy",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = json.loads(out.read_text()).values()
+    ref, ours = run["sides"]["scipy 2-point"], run["sides"]["numpy_api 2-point"]
+    assert (ours["nfev"], ours["njev"]) == (ref["nfev"], ref["njev"])
+    assert ours["cost"] == ref["cost"]
+    assert "| numpy_api 2-point |" in proc.stdout

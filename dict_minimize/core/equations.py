@@ -75,6 +75,7 @@ class Residuals:
 
     def _join(self, out: Any) -> Any:
         backend = self.problem.backend
+        out = _as_array_if_numbers(out)
         paths, leaves, spec = flatten_with_paths(out, backend.is_leaf)
         shapes = tuple(_static_shape(leaf) for leaf in leaves)
         if self.spec is None:
@@ -139,6 +140,15 @@ class Residuals:
         sizes = [int(np.prod(s)) for s in self.shapes]
         pieces = np.split(f, np.cumsum(sizes)[:-1])
         return self.spec.unflatten([p.reshape(s) for p, s in zip(pieces, self.shapes)])
+
+
+def _as_array_if_numbers(out: Any) -> Any:
+    """A list or tuple of plain numbers is one array, as SciPy reads it (res.fun an array too)."""
+    if isinstance(out, (list, tuple)) and not hasattr(out, "_fields"):
+        _, leaves, _ = flatten_with_paths(out)
+        if leaves and all(isinstance(v, (numbers.Number, np.generic)) for v in leaves):
+            return np.asarray(out)
+    return out
 
 
 class UserJacobian:
@@ -341,7 +351,7 @@ def root(
     callback: Callable | None = None,
     options: dict | None = None,
 ) -> OptimizeResult:
-    """A root of ``fun`` (pytree-valued) over the pytree ``x0`` with ``backend``; see the backends' ``root``."""
+    """A root of ``fun`` over the pytree ``x0`` with ``backend``; see the backends' ``root``."""
     args, options = check_common(fun, args, options)
     meth = method.lower() if isinstance(method, str) else method
     if _is_complex_array(x0):  # SciPy's complex root finding (df-sane, nonlin): nothing to translate
