@@ -177,7 +177,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(p: int, opts, tmp: Path) -> dict:
+def _launch(p: int, opts, tmp: Path, tries: int = 2) -> dict:
+    """Run the p-process measurement; once more on a new port if a worker fails.
+
+    The port is free when picked but another process may bind it before the
+    workers do (the window every free-port choice has).
+    """
+    for attempt in range(tries):
+        try:
+            return _launch_once(p, opts, tmp)
+        except RuntimeError:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _launch_once(p: int, opts, tmp: Path) -> dict:
     out = tmp / f"p{p}.json"
     port = _free_port()
     argv = [sys.executable, __file__, "--worker", "--out", str(out), "--samples", str(opts.samples),

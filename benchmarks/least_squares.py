@@ -177,6 +177,9 @@ def main(argv=None) -> int:
             "machine": machine(), "m": size["points"], "n": n, "max_nfev": size["max_nfev"],
             "repeats": opts.repeats, "warmup": opts.warmup, "threads": "OMP_NUM_THREADS=1", "sides": raw,
         }
+        command = "python " + " ".join(["benchmarks/least_squares.py"] + sys.argv[1:])
+        data[f"m={size['points']} n={n} max_nfev={size['max_nfev']} {opts.backends}"]["command"] = command
+        data = {"command": command, **{k: v for k, v in data.items() if k != "command"}}
         opts.json.write_text(json.dumps(data, indent=2) + "\n")
     return 0
 

@@ -52,12 +52,29 @@ def test_a_value_fun_reads_may_change_between_calls(be, reads):
         close(h, res.x, target, 2.0 * target, atol=1e-4)
 
 
-def test_same_fun_with_new_shapes_and_args_between_calls(be):
-    """What is reused across calls is keyed on x0's layout and the static args: each call is answered."""
+@pytest.mark.parametrize("user_compiled", [False, True], ids=["plain", "user-compiled"])
+def test_same_fun_with_new_shapes_and_args_between_calls(be, user_compiled):
+    """What is reused across calls is keyed on x0's layout and the static args: each call is answered.
+
+    A function the user compiled (``jax.jit``, ``tf.function``) is the one
+    whose compilations are shared across calls.
+    """
     h = be
 
     def fun(x, target):
         return h.ops.sum((x["w"] - target) ** 2)
+
+    if user_compiled:
+        if h.name == "jax":
+            import jax
+
+            fun = jax.jit(fun)
+        elif h.name == "tensorflow":
+            import tensorflow as tf
+
+            fun = tf.function(fun)
+        else:
+            pytest.skip(f"{h.name} has no compiled functions to share")
 
     for shape, target in (((2,), 1.0), ((3,), 2.0), ((2, 2), -1.0), ((3,), 0.5)):
         res = h.minimize(fun, {"w": h.asarray(np.zeros(shape))}, args=(target,), method="L-BFGS-B")
