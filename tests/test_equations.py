@@ -282,7 +282,9 @@ def test_least_squares_benchmark_runs(tmp_path):
     proc = subprocess.run([sys.executable, str(script), "--quick", "--repeats", "1", "--backends", "numpy",
                            "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = json.loads(out.read_text()).values()
+    data = json.loads(out.read_text())
+    assert data["command"].startswith("python benchmarks/least_squares.py --quick")
+    (run,) = [v for k, v in data.items() if k != "command"]
     ref, ours = run["sides"]["scipy 2-point"], run["sides"]["numpy_api 2-point"]
     assert (ours["nfev"], ours["njev"]) == (ref["nfev"], ref["njev"])
     assert ours["cost"] == ref["cost"]
