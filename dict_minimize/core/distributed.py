@@ -263,16 +263,12 @@ class DistributedBackend(Backend):
     Hessians, which do not depend on a rank's data).
     """
 
-    def __init__(self, inner: Backend, reducer: Reducer, objective: Callable, track_best: bool = False):
+    def __init__(self, inner: Backend, reducer: Reducer, objective: Callable):
         self.inner = inner
         self.reducer = reducer
         self.objective = objective
-        self.halted = False  # set once max_time stopped the run
         self.wrapped: dict[int, Callable] = {}  # id(wrapped fun) -> the user's fun
         self.last_hash = 0.0
-        self.last_x = None
-        self.track_best = track_best
-        self.best_f, self.best_x, self.best_g = np.inf, None, None
 
     # ---- conversions: the inner backend's, noting the point converted ------
 
@@ -295,8 +291,6 @@ class DistributedBackend(Backend):
         # The driver converts the point right before it calls the user's
         # fun/jac/hessp eagerly: that point is what the lockstep check hashes.
         self.last_hash = point_hash(x)
-        if self.track_best:
-            self.last_x = x
         return self.inner.from_flat(x, layout, requires_grad)
 
     def to_numpy(self, obj: Any) -> np.ndarray:
@@ -313,15 +307,15 @@ class DistributedBackend(Backend):
     def _is_objective(self, fun: Callable) -> bool:
         return self.wrapped.get(id(fun), fun) is self.objective
 
-    def after_value(self, x: np.ndarray | None, f: float, g: np.ndarray | None) -> None:
-        """Keep the best point (for ``max_time``); stop every rank once rank 0's time is up."""
-        if self.track_best and x is not None and f < self.best_f:
-            self.best_f, self.best_x = f, np.array(x, dtype=np.float64, copy=True)
-            self.best_g = None if g is None else np.array(g, copy=True)
+    def after_value(self) -> None:
+        """Stop every rank once rank 0's time is up.
+
+        The driver's objective keeps the best point evaluated before the
+        stop (as for ``max_time`` in one process), so nothing is kept here.
+        """
         if self.reducer.time_up:
             self.reducer.deadline = None  # decided once; later evaluations (the result's) run
             self.reducer.time_up = False
-            self.halted = True
             raise Halt(TIME_LIMIT_MESSAGE, best=True)
 
     # ---- derivative hooks --------------------------------------------------
@@ -333,7 +327,7 @@ class DistributedBackend(Backend):
 
         def value(x: np.ndarray, args: tuple) -> float:
             f = float(self.reducer.reduce(lambda: [local(x, args)], 1, point_hash(x), "fun")[0])
-            self.after_value(x, f, None)
+            self.after_value()
             return f
 
         return value
@@ -353,7 +347,7 @@ class DistributedBackend(Backend):
             out = self.reducer.reduce(lambda: compute(x, args), n + 1, point_hash(x), "fun", root)
             f, g = float(out[0]), out[1:]
             if not root:
-                self.after_value(x, f, g)
+                self.after_value()
             return f, g
 
         return value_and_grad
@@ -447,7 +441,7 @@ def _wrap_eager(dist: DistributedBackend, layout, fun: Callable, jac: Any, hess:
 
             out = reducer.reduce(compute, n + 1, dist.last_hash, "fun")
             f, g = float(out[0]), out[1:]
-            dist.after_value(dist.last_x, f, g)
+            dist.after_value()
             return f, g
 
         new_fun = fun_value_and_grad
@@ -456,7 +450,7 @@ def _wrap_eager(dist: DistributedBackend, layout, fun: Callable, jac: Any, hess:
         def fun_value(tree, *args):
             out = reducer.reduce(lambda: [inner.to_scalar(fun(tree, *args))], 1, dist.last_hash, "fun")
             f = float(out[0])
-            dist.after_value(dist.last_x, f, None)
+            dist.after_value()
             return f
 
         new_fun = fun_value
@@ -562,7 +556,7 @@ def minimize_distributed(
         error = exc
     reducer.agree(checks, "x0", error)
 
-    dist = DistributedBackend(backend, reducer, fun, track_best=max_time is not None)
+    dist = DistributedBackend(backend, reducer, fun)
     meth = method.lower() if isinstance(method, str) else ""
     new_fun, new_jac, new_hess, new_hessp = _wrap_eager(dist, layout, fun, jac, hess, hessp)
     here = callback_rank is None or comm.rank == callback_rank
@@ -571,22 +565,8 @@ def minimize_distributed(
         _wrap_callback(callback, meth, reducer, here), options,
         progress=progress if here else False, **extras,
     )
-    if dist.halted:
-        _keep_best(res, dist, layout)
     _share_rank0_clock(res, reducer)
     return res
-
-
-def _keep_best(res: OptimizeResult, dist: DistributedBackend, layout) -> None:
-    """A ``max_time`` stop: the best point evaluated, as in one process."""
-    res.success, res.status, res.message = False, 99, TIME_LIMIT_MESSAGE
-    if dist.best_x is None:
-        return
-    inner = dist.inner
-    res.x = layout.unflatten(inner.from_flat(dist.best_x, layout))
-    res.fun = float(dist.best_f)
-    if dist.best_g is not None:
-        res.jac = layout.unflatten(inner.from_flat(dist.best_g, layout))
 
 
 def _share_rank0_clock(res: OptimizeResult, reducer: Reducer) -> None:
