@@ -285,24 +285,28 @@ def _autodiff_curvature(backend, fun, layout, objective, meth):
 INTERRUPTED = "Stopped: interrupted (KeyboardInterrupt); x is the best point evaluated."
 
 
-def _best_point(objective: Objective, hook: IterationHook, x_start: np.ndarray) -> tuple[np.ndarray, float]:
-    """The best finite point evaluated, else the last iterate (or x0), without evaluating anything."""
-    if objective.best_x is not None:
-        return objective.best_x, objective.best_f
-    x = next(v for v in (hook.last_x, objective.last_x, x_start) if v is not None)
-    return x, np.nan
-
-
-def _stopped_at_best(message: str, objective: Objective, hook: IterationHook,
-                     x_start: np.ndarray, grad_key: str) -> OptimizeResult:
-    """The result of a run cut short by an interrupt or an exception: the best point so far."""
-    x, f = _best_point(objective, hook, x_start)
-    res = OptimizeResult(x=x, fun=f, success=False, status=99, message=message,
+def _result_at(x: np.ndarray, f: float, message: str, objective: Objective, hook: IterationHook,
+               grad_key: str = "jac", status: int = 99, success: bool = False) -> OptimizeResult:
+    """A result at ``x`` for a run the driver ended (with the gradient there when it is known)."""
+    res = OptimizeResult(x=x, fun=f, success=success, status=status, message=message,
                          nit=hook.nit, nfev=objective.n_evaluations)
     g = objective.last_grad_at(x)
     if g is not None:
         res[grad_key] = g
     return res
+
+
+def _stopped_at_best(message: str, objective: Objective, hook: IterationHook,
+                     x_start: np.ndarray, grad_key: str) -> OptimizeResult:
+    """The result of a run cut short by an interrupt or an exception: the best point so far.
+
+    Nothing is evaluated: without a finite value yet, the last iterate (or x0) with ``fun=nan``.
+    """
+    if objective.best_x is not None:
+        x, f = objective.best_x, objective.best_f
+    else:
+        x, f = next(v for v in (hook.last_x, objective.last_x, x_start) if v is not None), np.nan
+    return _result_at(x, f, message, objective, hook, grad_key)
 
 
 def _attach(err: BaseException, best: OptimizeResult) -> None:
@@ -353,14 +357,7 @@ def _halted(stop: Halt, objective: Objective, hook: IterationHook, x_start: np.n
         deadline, objective.deadline = objective.deadline, None
         f = objective.fun(x)
         objective.deadline = deadline
-    res = OptimizeResult(
-        x=x, fun=f, success=stop.success, status=stop.status, message=stop.message,
-        nit=hook.nit, nfev=objective.n_evaluations,
-    )
-    g = objective.last_grad_at(x)
-    if g is not None:
-        res.jac = g
-    return res
+    return _result_at(x, f, stop.message, objective, hook, status=stop.status, success=stop.success)
 
 
 def _run_stochastic(run, x_start, options, objective, hook, feed, make_args) -> OptimizeResult:
