@@ -9,7 +9,6 @@ them) is raveled in flat order for SciPy and reshaped back in the result.
 from __future__ import annotations
 
 import numbers
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -173,44 +172,11 @@ class AutodiffJacobian:
         return jac.T if self.transpose else jac
 
 
-class JoinedResiduals:
-    """``fun(tree, *args)`` with its residual pytree joined into one tensor, for the autodiff hooks.
-
-    One per (user function, backend), held while the user function lives:
-    the compiling backends key what they compile on the function they are
-    given, so a second ``least_squares`` call with the same ``fun`` and
-    layout reuses the first one's compilation. It holds ``fun`` weakly (the
-    caller keeps it alive during a run).
-    """
-
-    def __init__(self, fun: Callable, backend: Backend):
-        self._fun, self._backend = weakref.ref(fun), backend
-
-    def __call__(self, tree: Any, *args: Any) -> Any:
-        out = self._fun()(tree, *args)
-        _, leaves, _ = flatten_with_paths(out, self._backend.is_leaf)
-        return out if len(leaves) == 1 and not is_container(out) else self._backend.ravel_concat(leaves)
-
-
-_JOINED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _joined(residuals: Residuals) -> Callable:
-    """The function the autodiff hooks differentiate: shared across calls where it can be."""
-    backend = residuals.problem.backend
-    if residuals.kwargs:
-        return residuals.vector  # a fresh one: kwargs are fixed per call
-    try:
-        per_backend = _JOINED.setdefault(residuals.fun, {})
-    except TypeError:  # not weakly referenceable
-        return residuals.vector
-    return per_backend.setdefault(backend, JoinedResiduals(residuals.fun, backend))
-
-
 def autodiff_jacobian(problem: Problem, residuals: Residuals,
                       transpose: bool = False) -> AutodiffJacobian | None:
     """The residuals' Jacobian by autodiff, or None where the backend has none (NumPy)."""
-    value_and_jac = problem.backend.value_and_jac(_joined(residuals), problem.layout)
+    # The backends compile once per call (never across calls: fun may read changed state).
+    value_and_jac = problem.backend.value_and_jac(residuals.vector, problem.layout)
     return None if value_and_jac is None else AutodiffJacobian(value_and_jac, residuals, transpose)
 
 
