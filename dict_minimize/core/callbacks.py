@@ -8,6 +8,7 @@ stochastic mode, swaps in the next minibatch.
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Callable, Mapping
 
@@ -21,6 +22,8 @@ from .stochastic import BatchFeed
 # the new style, which SciPy detects by this parameter name.
 _NEW_STYLE = {"intermediate_result"}
 STOPPED_BY_CALLBACK = "`callback` raised `StopIteration`."
+#: The columns of ``res.history``.
+HISTORY_KEYS = ("nit", "fun", "grad_norm", "time", "nfev", "epoch")
 
 
 def callback_style(callback: Callable | None, method: str) -> str | None:
@@ -103,9 +106,7 @@ class IterationHook:
         self.last_x = None
         self.stopped_by_user = False
         self.start = time.perf_counter()
-        self.history: dict[str, list] = {
-            "nit": [], "fun": [], "grad_norm": [], "time": [], "nfev": [], "epoch": [],
-        }
+        self._rows: list[tuple] = []  # one per iteration, in HISTORY_KEYS order
         self.bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -127,36 +128,44 @@ class IterationHook:
         return callback
 
     def _record(self, x: np.ndarray, state: OptimizeResult | None) -> None:
+        # Runs once per iteration: kept to a few lookups, one gradient norm and one append.
         obj = self.objective
-        fun = state.get("fun") if state is not None else None
-        if fun is None and obj is not None:
-            fun = obj.last_value
-        grad = None
+        fun = grad = None
         if state is not None:
-            grad = state.get("grad", state.get("jac"))
+            fun = state.get("fun")
+            grad = state.get("grad")
+            if grad is None:
+                grad = state.get("jac")
             if grad is not None and np.shape(grad) != np.shape(x):
                 grad = None
-        if grad is None and obj is not None:
-            # For line-search methods the last gradient evaluated is the
-            # accepted iterate's; after a rejected trust-region step the one before.
-            grad = obj.grad_for_history(x)
+        if obj is not None:
+            if fun is None:
+                fun = obj.last_value
+            if grad is None:
+                # For line-search methods the last gradient evaluated is the
+                # accepted iterate's; after a rejected trust-region step the one before.
+                grad = obj.grad_for_history(x)
         gnorm = np.nan
         if grad is not None:
-            g = np.ravel(grad)
-            gnorm = float(np.sqrt(np.vdot(g, g).real))  # np.linalg.norm's checks cost more at small n
-        h = self.history
-        h["nit"].append(self.nit)
-        h["fun"].append(np.nan if fun is None else float(fun))
-        h["grad_norm"].append(gnorm)
-        h["time"].append(time.perf_counter() - self.start)
-        h["nfev"].append(obj.n_evaluations if obj is not None else np.nan)
-        h["epoch"].append(self.feed.epoch if self.feed is not None else 0)
+            g = grad.ravel() if type(grad) is np.ndarray else np.ravel(grad)
+            # np.linalg.norm's checks cost more than the product at small n.
+            gnorm = math.sqrt(g @ g) if g.dtype == np.float64 else float(np.sqrt(np.vdot(g, g).real))
+        fun = np.nan if fun is None else float(fun)
+        self._rows.append((self.nit, fun, gnorm, time.perf_counter() - self.start,
+                           obj.n_evaluations if obj is not None else np.nan,
+                           self.feed.epoch if self.feed is not None else 0))
         if self.bar is not None:
-            post = {"f": f"{h['fun'][-1]:.6g}", "|g|": f"{gnorm:.3g}"}
+            post = {"f": f"{fun:.6g}", "|g|": f"{gnorm:.3g}"}
             if self.feed is not None:
                 post["epoch"] = self.feed.epoch
             self.bar.set_postfix(post, refresh=False)
             self.bar.update(1)
+
+    @property
+    def history(self) -> dict[str, np.ndarray]:
+        """One array per recorded quantity (``nit``, ``fun``, ``grad_norm``, ``time``, ``nfev``, ``epoch``), one entry per iteration."""
+        columns = zip(*self._rows) if self._rows else [()] * len(HISTORY_KEYS)
+        return {key: np.asarray(column) for key, column in zip(HISTORY_KEYS, columns)}
 
     def _call_user(self, x: np.ndarray, state: OptimizeResult | None) -> None:
         if self.style is None:

@@ -22,6 +22,7 @@ from scipy.sparse import issparse
 from scipy.sparse.linalg import LinearOperator
 
 from .backend import NotConnected
+from .objective import same_point
 from .tree import Layout, flatten_with_paths, format_path, is_container
 
 
@@ -79,7 +80,7 @@ class _JacMemo:
         self._x = None
 
     def _at(self, x):
-        if self._x is None or not np.array_equal(x, self._x):
+        if not same_point(self._x, x):
             try:
                 self._c, self._j = self._vj(x, self._args)
             except NotConnected as e:

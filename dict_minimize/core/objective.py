@@ -29,6 +29,25 @@ class Halt(Exception):
         self.best = best
 
 
+#: Up to this many elements, comparing two points' bytes is cheaper than ``==``
+#: (no boolean temporary); above it, the two byte copies cost more.
+_BYTES_COMPARE_MAX = 4096
+
+
+def same_point(last: np.ndarray | None, x: np.ndarray) -> bool:
+    """Whether ``x`` equals the float64 vector ``last`` (False when ``last`` is None).
+
+    Equal bytes are the same point; SciPy's memo (``x == last``) would also
+    call ``-0.0`` and ``0.0`` the same, where this re-evaluates (same value).
+    The comparison runs up to three times per evaluation, so it is kept cheap.
+    """
+    if last is None:
+        return False
+    if type(x) is np.ndarray and x.dtype == np.float64 and x.size <= _BYTES_COMPARE_MAX:
+        return x.shape == last.shape and x.tobytes() == last.tobytes()
+    return np.shape(x) == last.shape and bool((last == x).all())
+
+
 class Objective:
     """Memoized, counted evaluations of the user's objective.
 
@@ -108,15 +127,14 @@ class Objective:
         # The point before stays known for the history: after a rejected
         # trust-region step the iterate is that one, not the last evaluated.
         self._prev = (self._x, self._g)
-        self._x = np.array(x, dtype=np.float64, copy=True)
+        self._x = x.copy() if type(x) is np.ndarray and x.dtype == np.float64 else np.array(x, dtype=np.float64)
         self._f, self._g = f, g
         if -np.inf < f < self.best_f:  # finite and better (False for NaN)
             self.best_f, self.best_x = f, self._x
 
     def _same_point(self, x: np.ndarray) -> bool:
-        # np.array_equal's conversions and checks cost more than the comparison at small n.
-        last = self._x
-        return last is not None and last.shape == np.shape(x) and bool((last == x).all())
+        """Whether ``x`` is the memo's point (SciPy asks fun, jac and the history at each one)."""
+        return same_point(self._x, x)
 
     def fun(self, x: np.ndarray) -> float:
         """The objective at ``x``.
@@ -163,7 +181,7 @@ class Objective:
         if self._same_point(x):
             return self._g
         prev_x, prev_g = self._prev
-        if prev_g is not None and prev_x is not None and np.array_equal(prev_x, x):
+        if prev_g is not None and same_point(prev_x, x):
             return prev_g
         return self._g
 
@@ -175,7 +193,7 @@ class Objective:
 
     def hvp_at(self, linearize: Callable, x: np.ndarray, p: np.ndarray) -> np.ndarray:
         """``H(x) @ p``, reusing the linearization at ``x`` across products."""
-        if self._lin is None or not np.array_equal(x, self._lin_x):
+        if self._lin is None or not same_point(self._lin_x, x):
             self._check_time()
             self._lin = linearize(x, self.args)
             self._lin_x = np.array(x, dtype=np.float64, copy=True)

@@ -188,5 +188,5 @@ class Problem:
                 # COBYQA reports success (with its own status and message) when
                 # the callback stops it; a stopped run is not a success.
                 out.success = False
-            out.history = {k: np.asarray(v) for k, v in hook.history.items()}
+            out.history = hook.history
         return out
