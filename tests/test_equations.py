@@ -200,6 +200,11 @@ def equations(h):
 @pytest.mark.parametrize("method", ["hybr", "lm", "krylov"])
 def test_root_pytrees(be, method):
     x0 = {"a": be.asarray(1.5), "b": be.asarray([1.0, 1.0])}
+    if method == "krylov":
+        # Newton-Krylov's finite-difference products make its path from the far
+        # start chaotic: a one-ulp difference between frameworks' ``a ** 3``
+        # decides whether it converges (numpy in 31 iterations, torch not in 400).
+        x0 = {"a": be.asarray(1.8), "b": be.asarray([1.8, 3.2])}
     res = api(be).root(equations(be), x0, method=method)
     assert res.success, res.message
     assert be.is_native(res.x["b"]) and tuple(res.x["b"].shape) == (2,)

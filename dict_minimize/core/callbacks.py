@@ -149,7 +149,7 @@ class IterationHook:
         if grad is not None:
             g = grad.ravel() if type(grad) is np.ndarray else np.ravel(grad)
             # np.linalg.norm's checks cost more than the product at small n.
-            gnorm = math.sqrt(g @ g) if g.dtype == np.float64 else float(np.sqrt(np.vdot(g, g).real))
+            gnorm = math.sqrt(g.dot(g)) if g.dtype == np.float64 else float(np.sqrt(np.vdot(g, g).real))
         fun = np.nan if fun is None else float(fun)
         self._rows.append((self.nit, fun, gnorm, time.perf_counter() - self.start,
                            obj.n_evaluations if obj is not None else np.nan,

@@ -39,6 +39,16 @@ def flat_gradient(backend, layout: Layout, tree: Any, is_leaf, what: str = "the 
     # unless the structure differs from x0's; none for SciPy's own case.
     if type(tree) is np.ndarray and len(layout.shapes) == 1 and tree.shape == layout.shapes[0]:
         return backend.to_flat([tree], layout)
+    keys = layout.dict_keys
+    if keys is not None and type(tree) is dict and tuple(tree) == keys:
+        # x0 a plain dict and the gradient the same dict of tensors: no flatten.
+        leaves = list(tree.values())
+        try:
+            same_shapes = [leaf.shape for leaf in leaves] == layout.shape_list
+        except AttributeError:  # a float or a container: the general path says what is wrong
+            same_shapes = False
+        if same_shapes:
+            return backend.to_flat(leaves, layout)
     with optree.dict_insertion_ordered(True, namespace=NAMESPACE):
         leaves, spec = optree.tree_flatten(tree, is_leaf=is_leaf, none_is_leaf=False, namespace=NAMESPACE)
     if spec != layout.treespec:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -93,10 +94,29 @@ class Layout:
         """Rebuild x0's structure around ``leaves``."""
         return optree.tree_unflatten(self.treespec, list(leaves))
 
+    @cached_property
+    def dict_keys(self) -> tuple | None:
+        """x0's keys in flat order when x0 is a plain dict of tensors (given fast paths), else None."""
+        spec = self.treespec
+        if getattr(spec, "type", None) is not dict or spec.num_nodes != len(self.shapes) + 1:
+            return None
+        return tuple(spec.entries())
+
+    @cached_property
+    def shape_list(self) -> list[tuple[int, ...]]:
+        """``shapes`` as a list, to compare with a list of leaf shapes in one step."""
+        return list(self.shapes)
+
+    @cached_property
+    def _pieces(self) -> tuple[tuple[slice, tuple[int, ...] | None], ...]:
+        # Each leaf's slice of the flat vector, and its shape where a view needs a reshape.
+        return tuple((slice(o, o + s), None if shape == (s,) else shape)
+                     for o, s, shape in zip(self.offsets, self.sizes, self.shapes))
+
     def split(self, flat: np.ndarray) -> list[np.ndarray]:
         """Views of ``flat`` (shape ``(..., n)``) reshaped to each leaf's shape."""
-        if flat.ndim == 1:  # the hot path: one view per leaf
-            return [flat[o : o + s].reshape(shape) for o, s, shape in zip(self.offsets, self.sizes, self.shapes)]
+        if flat.ndim == 1:  # the hot path (every evaluation): one view per leaf, reshaped only if needed
+            return [flat[sl] if shape is None else flat[sl].reshape(shape) for sl, shape in self._pieces]
         lead = flat.shape[:-1]
         return [
             flat[..., o : o + s].reshape(lead + shape)
