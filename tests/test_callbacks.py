@@ -282,3 +282,23 @@ def test_history_gradient_norm_with_jac_callable(be, method):
     iterates = []
     res = h.minimize(fun, x0, method=method, callback=lambda xk: iterates.append(flat(h, xk)), **kwargs)
     assert_grad_norms_at_iterates(h, res, iterates)
+
+
+@pytest.mark.parametrize("method", ["l-bfgs-b", "bfgs", "trust-exact", "trust-constr", "tnc", "newton-cg"])
+def test_history_without_callback_matches_the_general_path(backend, method):
+    """With nothing to call back, the hook only records, by a leaner path: the same rows.
+
+    trust-exact rejects steps (the gradient is then the one before the last
+    evaluation); trust-constr reports its gradient in the state; TNC calls
+    back in the legacy style. A run with a no-op callback takes the general
+    path; every recorded column but the clock must agree.
+    """
+    h = backend
+    fun, x0, kwargs = problem(h, method)
+    lean = h.minimize(fun, x0, method=method, **kwargs)
+    noop = (lambda xk, state=None: None) if method == "trust-constr" else (lambda xk: None)
+    general = h.minimize(fun, x0, method=method, callback=noop, **kwargs)
+    assert lean.nit == general.nit >= 2
+    for key in ("nit", "fun", "grad_norm", "nfev", "epoch"):
+        np.testing.assert_array_equal(lean.history[key], general.history[key], err_msg=key)
+    assert np.all(np.isfinite(lean.history["grad_norm"]))

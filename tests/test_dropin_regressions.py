@@ -105,3 +105,36 @@ def test_many_element_objective_is_value_and_type_error(backend, method):
         h.minimize(lambda x: x * 2.0, h.asarray([0.0, 1.0]), method=method, jac="2-point")
     if h.name == "numpy":
         assert isinstance(err.value, TypeError)
+
+
+def test_fun_writing_into_its_flat_x_changes_nothing():
+    """For a flat ndarray x0, fun gets SciPy's own copy of the point (as from SciPy).
+
+    A fun that scribbles over it must not corrupt the memo, the best point or
+    the result: the run is SciPy's, point for point.
+    """
+    from scipy.optimize import minimize as scipy_minimize
+    from scipy.optimize import rosen, rosen_der
+
+    from dict_minimize import numpy_api
+
+    seen = []
+
+    def scribbling(x):
+        value, grad = rosen(x), rosen_der(x)
+        seen.append(x.copy())
+        x[:] = 123.0  # the user's own business, after use
+        return value, grad
+
+    x0 = np.array([-1.2, 1.0, 0.5])
+    x0_before = x0.copy()
+    ours = numpy_api.minimize(scribbling, x0, jac=True, method="L-BFGS-B")
+    ours_points = seen[:]
+    seen.clear()
+    theirs = scipy_minimize(scribbling, x0, jac=True, method="L-BFGS-B")
+    np.testing.assert_array_equal(x0, x0_before)
+    assert ours.nfev == theirs.nfev and ours.nit == theirs.nit
+    np.testing.assert_array_equal(ours.x, theirs.x)
+    np.testing.assert_array_equal(np.array(ours_points), np.array(seen))
+    assert ours.fun == pytest.approx(0.0, abs=1e-8)
+    assert ours.history["fun"][-1] == ours.fun

@@ -26,6 +26,20 @@ STOPPED_BY_CALLBACK = "`callback` raised `StopIteration`."
 HISTORY_KEYS = ("nit", "fun", "grad_norm", "time", "nfev", "epoch")
 
 
+def _shape(a) -> tuple:
+    # np.shape costs a microsecond; this runs once per iteration.
+    return a.shape if type(a) is np.ndarray else np.shape(a)
+
+
+def _norm(grad) -> float:
+    """The 2-norm of a flat gradient, NaN for None."""
+    if grad is None:
+        return np.nan
+    g = grad.ravel() if type(grad) is np.ndarray else np.ravel(grad)
+    # np.linalg.norm's checks cost more than the product at small n.
+    return math.sqrt(g.dot(g)) if g.dtype == np.float64 else float(np.sqrt(np.vdot(g, g).real))
+
+
 def callback_style(callback: Callable | None, method: str) -> str | None:
     """``'new'``, ``'trust-constr'`` (``(x, state)``), ``'legacy'`` or ``None``."""
     if callback is None:
@@ -119,6 +133,9 @@ class IterationHook:
     # SciPy builds its wrapper from the callback's signature, so expose the
     # one each method expects.
     def scipy_callback(self, legacy: bool = False) -> Callable:
+        if (self.style is None and self.bar is None and self.deadline is None and self.feed is None
+                and self.objective is not None):
+            return self._record_only(legacy)
         if legacy:
             def callback(xk):
                 self.step(xk, None)
@@ -126,6 +143,35 @@ class IterationHook:
             def callback(intermediate_result):
                 self.step(intermediate_result.x, intermediate_result)
         return callback
+
+    def _record_only(self, legacy: bool) -> Callable:
+        """A callback that only records: nothing to call, stop or swap (the common case).
+
+        It runs once per iteration inside SciPy's loop, where every Python
+        operation counts against the drop-in's cost (benchmarks/overhead.py):
+        :meth:`_record`'s work with the lookups bound once.
+        """
+        obj, append, clock, start = self.objective, self._rows.append, time.perf_counter, self.start
+
+        def record(x, state):
+            self.nit += 1
+            fun = grad = None
+            if state is not None:
+                fun = state.get("fun")
+                if len(state) > 2:  # more than x and fun (L-BFGS-B's two): a gradient may be there
+                    grad = state.get("grad")
+                    if grad is None:
+                        grad = state.get("jac")
+                    if grad is not None and _shape(grad) != _shape(x):
+                        grad = None
+            if grad is None:
+                grad = obj.grad_for_history(x)
+            append((self.nit, float(obj.last_value if fun is None else fun), _norm(grad),
+                    clock() - start, obj.n_evaluations, 0))
+
+        if legacy:
+            return lambda xk: record(xk, None)
+        return lambda intermediate_result: record(intermediate_result.x, intermediate_result)
 
     def _record(self, x: np.ndarray, state: OptimizeResult | None) -> None:
         # Runs once per iteration: kept to a few lookups, one gradient norm and one append.
@@ -136,7 +182,7 @@ class IterationHook:
             grad = state.get("grad")
             if grad is None:
                 grad = state.get("jac")
-            if grad is not None and np.shape(grad) != np.shape(x):
+            if grad is not None and _shape(grad) != _shape(x):
                 grad = None
         if obj is not None:
             if fun is None:
@@ -145,11 +191,7 @@ class IterationHook:
                 # For line-search methods the last gradient evaluated is the
                 # accepted iterate's; after a rejected trust-region step the one before.
                 grad = obj.grad_for_history(x)
-        gnorm = np.nan
-        if grad is not None:
-            g = grad.ravel() if type(grad) is np.ndarray else np.ravel(grad)
-            # np.linalg.norm's checks cost more than the product at small n.
-            gnorm = math.sqrt(g.dot(g)) if g.dtype == np.float64 else float(np.sqrt(np.vdot(g, g).real))
+        gnorm = _norm(grad)
         fun = np.nan if fun is None else float(fun)
         self._rows.append((self.nit, fun, gnorm, time.perf_counter() - self.start,
                            obj.n_evaluations if obj is not None else np.nan,

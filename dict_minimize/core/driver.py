@@ -155,7 +155,7 @@ def _objective(problem: Problem, fun: Callable, jac: Any, meth: str) -> tuple[Ob
         value = backend.value(fun, layout) or eager_value
     if jac is True:
         def value_and_grad(x, a):
-            out = fun(problem.tree_of(x, requires_grad=True), *a)
+            out = fun(problem.tree_at(x, requires_grad=True), *a)
             if not (isinstance(out, tuple) and len(out) == 2):
                 raise ValueError("with jac=True, fun must return a (value, gradient) pair")
             return backend.to_scalar(out[0]), problem.flat(out[1], "the gradient returned by fun")
@@ -166,7 +166,7 @@ def _objective(problem: Problem, fun: Callable, jac: Any, meth: str) -> tuple[Ob
         objective = Objective(value)
 
         def scipy_jac(x):
-            grad = jac(problem.tree_of(x), *objective.args)
+            grad = jac(problem.tree_at(x), *objective.args)
             return objective.note_grad(problem.flat(grad, "the gradient returned by jac"))
 
         return objective, value, scipy_jac
@@ -355,7 +355,7 @@ def _halted(stop: Halt, objective: Objective, hook: IterationHook, x_start: np.n
     else:
         x = next(v for v in (hook.last_x, objective.last_x, x_start) if v is not None)
         deadline, objective.deadline = objective.deadline, None
-        f = objective.fun(x)
+        f = objective.fun(np.array(x))  # a writable copy: fun may be handed it as it is
         objective.deadline = deadline
     return _result_at(x, f, stop.message, objective, hook, status=stop.status, success=stop.success)
 

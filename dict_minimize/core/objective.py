@@ -30,8 +30,17 @@ class Halt(Exception):
 
 
 #: Up to this many elements, comparing two points' bytes is cheaper than ``==``
-#: (no boolean temporary); above it, the two byte copies cost more.
+#: (no boolean temporary); above it, the byte copies cost more.
 _BYTES_COMPARE_MAX = 4096
+
+
+def frozen_copy(x: np.ndarray) -> np.ndarray:
+    """A read-only float64 copy of ``x`` for a memo; at small n its bytes are kept for :func:`same_point`."""
+    if type(x) is np.ndarray and x.dtype == np.float64 and x.ndim == 1 and x.size <= _BYTES_COMPARE_MAX:
+        return np.frombuffer(x.tobytes(), dtype=np.float64)  # .base is the bytes: one copy, not two
+    out = np.array(x, dtype=np.float64, copy=True)
+    out.flags.writeable = False
+    return out
 
 
 def same_point(last: np.ndarray | None, x: np.ndarray) -> bool:
@@ -39,13 +48,25 @@ def same_point(last: np.ndarray | None, x: np.ndarray) -> bool:
 
     Equal bytes are the same point; SciPy's memo (``x == last``) would also
     call ``-0.0`` and ``0.0`` the same, where this re-evaluates (same value).
-    The comparison runs up to three times per evaluation, so it is kept cheap.
+    The comparison runs up to three times per evaluation, so it is kept
+    cheap: for a ``last`` made by :func:`frozen_copy` its bytes are at hand.
     """
     if last is None:
         return False
     if type(x) is np.ndarray and x.dtype == np.float64 and x.size <= _BYTES_COMPARE_MAX:
-        return x.shape == last.shape and x.tobytes() == last.tobytes()
+        if x.shape != last.shape:
+            return False
+        known = last.base
+        return x.tobytes() == (known if type(known) is bytes else last.tobytes())
     return np.shape(x) == last.shape and bool((last == x).all())
+
+
+def _differs_somewhere(last: np.ndarray | None, x: np.ndarray) -> bool:
+    """True if ``x`` and ``last`` surely differ, from three elements (False: they may be equal)."""
+    if last is None or type(x) is not np.ndarray or x.shape != last.shape or x.ndim != 1 or not x.size:
+        return last is None
+    k = x.size - 1
+    return x[0] != last[0] or x[k] != last[k] or x[k // 2] != last[k // 2]
 
 
 class Objective:
@@ -92,7 +113,7 @@ class Objective:
 
     @property
     def last_x(self) -> np.ndarray | None:
-        """The last point evaluated (a copy), or None."""
+        """The last point evaluated (a read-only copy), or None."""
         return self._x
 
     @property
@@ -123,14 +144,17 @@ class Objective:
         if self.deadline is not None and time.perf_counter() > self.deadline:
             raise Halt("Stopped: the time limit `max_time` was reached.", best=True)
 
-    def _remember(self, x: np.ndarray, f: float, g) -> None:
+    def _evaluate(self, x: np.ndarray) -> float:
+        # The copy comes first: fun may be handed x itself and write into it.
+        x_memo = frozen_copy(x)
+        f, g = self._value_and_grad(x, self.args)
         # The point before stays known for the history: after a rejected
         # trust-region step the iterate is that one, not the last evaluated.
         self._prev = (self._x, self._g)
-        self._x = x.copy() if type(x) is np.ndarray and x.dtype == np.float64 else np.array(x, dtype=np.float64)
-        self._f, self._g = f, g
+        self._x, self._f, self._g = x_memo, f, g
         if -np.inf < f < self.best_f:  # finite and better (False for NaN)
-            self.best_f, self.best_x = f, self._x
+            self.best_f, self.best_x = f, x_memo
+        return f
 
     def _same_point(self, x: np.ndarray) -> bool:
         """Whether ``x`` is the memo's point (SciPy asks fun, jac and the history at each one)."""
@@ -156,9 +180,7 @@ class Objective:
             return self._f
         self._check_time()
         self.n_evaluations += 1
-        f, g = self._value_and_grad(x, self.args)
-        self._remember(x, f, g)
-        return f
+        return self._evaluate(x)
 
     def note_grad(self, g: np.ndarray) -> np.ndarray:
         """Keep a gradient computed outside the memo (a ``jac`` callable) for the history."""
@@ -170,20 +192,22 @@ class Objective:
         if not (self._same_point(x) and self._g is not None):
             self._check_time()
             self.n_evaluations += 1
-            f, g = self._value_and_grad(x, self.args)
-            self._remember(x, f, g)
+            self._evaluate(x)
         # Like SciPy's MemoizeJac, hand out the memo itself: each evaluation
         # makes a new array and nothing here writes into an old one.
         return self._g
 
     def grad_for_history(self, x: np.ndarray) -> np.ndarray | None:
         """The gradient at the iterate ``x`` if one of the last two evaluations was there, else the last one."""
-        if self._same_point(x):
-            return self._g
+        # The answer is the last gradient unless x is the point before (a
+        # rejected trust-region step). After a line search x is the last
+        # point and differs from the one before almost everywhere: a few
+        # probed elements settle it without comparing all of x (this runs
+        # once per iteration).
         prev_x, prev_g = self._prev
-        if prev_g is not None and same_point(prev_x, x):
-            return prev_g
-        return self._g
+        if prev_g is None or _differs_somewhere(prev_x, x) or not same_point(prev_x, x):
+            return self._g
+        return self._g if same_point(self._x, x) else prev_g
 
     def last_grad_at(self, x: np.ndarray) -> np.ndarray | None:
         """The memoized gradient if it is for ``x``, without evaluating."""

@@ -95,6 +95,7 @@ class Problem:
         self.layout, leaves = build_layout(backend, self.x0)
         self.x_start = backend.to_flat(leaves, self.layout)
         _check_finite(self.x_start, self.layout)
+        self._passes_through = backend.scipy_dropin and self.is_flat and self.layout.info == np.float64
 
     @property
     def n(self) -> int:
@@ -111,6 +112,17 @@ class Problem:
     def tree_of(self, x: np.ndarray, requires_grad: bool = False) -> Any:
         """A flat vector as a pytree like x0 (new leaves: x0's dtypes and device)."""
         return self.layout.unflatten(self.backend.from_flat(x, self.layout, requires_grad))
+
+    def tree_at(self, x: np.ndarray, requires_grad: bool = False) -> Any:
+        """The pytree an evaluation hands ``fun`` at SciPy's point ``x``.
+
+        SciPy gives every ``fun``/``jac`` call its own copy of the point; for
+        x0 one float64 NumPy vector (SciPy's own case) that copy is passed on
+        as SciPy passes it, otherwise this is :meth:`tree_of`.
+        """
+        if self._passes_through and type(x) is np.ndarray and x.dtype == np.float64:
+            return x
+        return self.tree_of(x, requires_grad)
 
     def flat(self, tree: Any, what: str) -> np.ndarray:
         """A gradient-like pytree (or SciPy's flat vector) as one flat float64 vector."""
