@@ -132,3 +132,18 @@ def test_cli_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         overhead.parse_args(["--repeats", "0"])
     assert overhead.parse_args(["--quick"]).repeats == overhead.DEFAULT_REPEATS["quick"]
+
+
+def test_dropin_pairs_runs_equal_work(capsys):
+    """The paired check compares like with like: equal nit/nfev on both sides, a ratio printed."""
+    import importlib.util
+
+    path = SCRIPT.parent / "dropin_pairs.py"
+    spec = importlib.util.spec_from_file_location("dropin_pairs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--n", "50", "--pairs", "2", "--maxiter", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "nit=5" in out and "median" in out
+    ratio = float(out.split("median ")[1].split()[0])
+    assert 0.1 < ratio < 10
