@@ -63,8 +63,10 @@ def same_point(last: np.ndarray | None, x: np.ndarray) -> bool:
 
 def _differs_somewhere(last: np.ndarray | None, x: np.ndarray) -> bool:
     """True if ``x`` and ``last`` surely differ, from three elements (False: they may be equal)."""
-    if last is None or type(x) is not np.ndarray or x.shape != last.shape or x.ndim != 1 or not x.size:
-        return last is None
+    if last is None:
+        return True
+    if type(x) is not np.ndarray or x.shape != last.shape or x.ndim != 1 or not x.size:
+        return False
     k = x.size - 1
     return x[0] != last[0] or x[k] != last[k] or x[k // 2] != last[k // 2]
 

@@ -7,6 +7,8 @@ its insertion-ordered mode, in this package's own optree namespace.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -86,8 +88,8 @@ class Layout:
     @classmethod
     def build(cls, treespec, paths, shapes, dtypes, info=None, keys=()) -> "Layout":
         shapes = tuple(tuple(int(d) for d in s) for s in shapes)
-        sizes = tuple(int(np.prod(s, dtype=np.int64)) for s in shapes)
-        offsets = tuple(int(o) for o in np.cumsum((0,) + sizes[:-1])) if sizes else ()
+        sizes = tuple(math.prod(s) for s in shapes)  # Python ints: no overflow, no NumPy call per leaf
+        offsets = tuple(itertools.accumulate(sizes[:-1], initial=0)) if sizes else ()
         return cls(treespec, tuple(paths), shapes, tuple(dtypes), sizes, offsets, sum(sizes), info, tuple(keys))
 
     def unflatten(self, leaves: Sequence[Any]) -> Any:
