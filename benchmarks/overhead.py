@@ -443,7 +443,11 @@ def summarize(record: dict) -> dict:
     """
     wrapper_s = statistics.median(record["wrapper_s"])
     baseline_s = statistics.median(record["baseline_s"])
-    ratio = wrapper_s / baseline_s
+    # The verdict's ratio is the median of the per-pair ratios: the two runs
+    # of a pair ran back to back, so a drift of the machine cancels in each.
+    paired = [w / b for w, b in zip(record["wrapper_s"], record["baseline_s"])]
+    ratio = statistics.median(paired)
+    low, _, high = statistics.quantiles(paired, n=4) if len(paired) > 1 else (ratio, ratio, ratio)
     nits = set(record["wrapper_nit"]) | set(record["baseline_nit"])
     nfevs = set(record["wrapper_nfev"]) | set(record["baseline_nfev"])
     tolerance = EVALS_TOLERANCE if record["backend"] in COMPILED else 0.0
@@ -451,8 +455,9 @@ def summarize(record: dict) -> dict:
         "baseline_median_s": baseline_s,
         "wrapper_median_s": wrapper_s,
         "ratio": ratio,
-        "paired_ratios": [w / b for w, b in zip(record["wrapper_s"], record["baseline_s"])],
-        "cpu_ratio": statistics.median(record["wrapper_cpu_s"]) / statistics.median(record["baseline_cpu_s"]),
+        "paired_ratios": paired,
+        "ratio_interquartile": (low, high),
+        "cpu_ratio": statistics.median([w / b for w, b in zip(record["wrapper_cpu_s"], record["baseline_cpu_s"])]),
         "target": target_ratio(record["n"], record.get("keys", 1)),
         "nit": sorted(nits),
         "nfev": sorted(nfevs),
@@ -471,6 +476,8 @@ def summarize(record: dict) -> dict:
     if calls:  # counted: both sides called the user function equally often, in every run
         out["comparable"] = out["comparable"] and len(calls) == 1 and calls <= nfevs
     out["passed"] = out["comparable"] and ratio <= out["target"]
+    # Settled when the middle half of the pairs lies on one side of the target.
+    out["conclusive"] = not (low <= out["target"] < high)
     return out
 
 
@@ -503,7 +510,8 @@ def report(records: list[dict], problems: list[str], repeats: int, threads: int)
     parts = [markdown_table(header, rows, right=header[2:10] + header[11:])]
     parts.append(
         f"\nTimes: median of {repeats} interleaved runs after one warm-up run per side; "
-        "ratio = wrapper / baseline (wall clock; the verdict); cpu ratio = the same in process CPU time "
+        "ratio = the median of the per-pair wrapper / baseline ratios (wall clock; the verdict); "
+        "cpu ratio = the same in process CPU time "
         "(steadier on a shared machine); noise = (max - min) / median of a side's wall times, the larger "
         "side; overhead/eval = (wrapper - baseline) / evals. "
         + (f"Threads capped at {threads} (--threads)." if threads else "Threads: frameworks' defaults.")

@@ -302,3 +302,37 @@ def test_history_without_callback_matches_the_general_path(backend, method):
     for key in ("nit", "fun", "grad_norm", "nfev", "epoch"):
         np.testing.assert_array_equal(lean.history[key], general.history[key], err_msg=key)
     assert np.all(np.isfinite(lean.history["grad_norm"]))
+
+
+@pytest.mark.parametrize("gradient", ["jac callable", "jac=True", "autodiff", "2-point"])
+def test_lbfgsb_lean_history_for_every_gradient_source(be, gradient):
+    """L-BFGS-B's lean record takes the last gradient's norm, kept at evaluation: the same rows.
+
+    Each way of getting a gradient reaches the objective by its own path
+    (``note_grad``, the memo, the backend's autodiff; none with finite
+    differences, where the norm is NaN on both paths).
+    """
+    h = be
+    fun, x0, kwargs = problem(h, "l-bfgs-b")
+    if gradient == "jac=True":
+        jac = kwargs.pop("jac")
+        kwargs["jac"] = True
+        fun_in = fun
+
+        def fun(x):  # noqa: F811 (the value-and-gradient form of the same problem)
+            return fun_in(x), jac(x)
+    elif gradient == "autodiff":
+        if h.name == "numpy":
+            pytest.skip("numpy has no autodiff")
+        kwargs.pop("jac")
+    elif gradient == "2-point":
+        kwargs["jac"] = "2-point"
+    lean = h.minimize(fun, x0, method="L-BFGS-B", **kwargs)
+    general = h.minimize(fun, x0, method="L-BFGS-B", callback=lambda xk: None, **kwargs)
+    assert lean.nit == general.nit >= 2
+    for key in ("nit", "fun", "grad_norm", "nfev"):
+        np.testing.assert_array_equal(lean.history[key], general.history[key], err_msg=key)
+    if gradient == "2-point":
+        assert np.all(np.isnan(lean.history["grad_norm"]))
+    else:
+        assert lean.history["grad_norm"][-1] == pytest.approx(np.linalg.norm(flat(h, lean.jac)), rel=1e-12)

@@ -138,3 +138,32 @@ def test_fun_writing_into_its_flat_x_changes_nothing():
     np.testing.assert_array_equal(np.array(ours_points), np.array(seen))
     assert ours.fun == pytest.approx(0.0, abs=1e-8)
     assert ours.history["fun"][-1] == ours.fun
+
+
+@pytest.mark.parametrize("method", ["L-BFGS-B", "BFGS", "CG", "TNC", "SLSQP"])
+def test_gradient_in_a_reused_buffer_runs_as_in_scipy(method):
+    """For a flat ndarray x0 the gradient fun returns is taken as SciPy takes it, not copied.
+
+    A fun that writes every gradient into one buffer of its own changes what
+    SciPy's methods see (BFGS's gradient difference is then zero); the
+    drop-in runs the same iterations to the same point, bit for bit.
+    """
+    from scipy.optimize import minimize as scipy_minimize
+    from scipy.optimize import rosen, rosen_der
+
+    from dict_minimize import numpy_api
+
+    buffer = np.empty(4)
+
+    def value_and_grad(x):
+        buffer[:] = rosen_der(x)
+        return rosen(x), buffer
+
+    x0 = np.array([-1.2, 1.0, 0.5, 0.8])
+    options = {"maxfun": 100} if method == "TNC" else {"maxiter": 50}
+    ours = numpy_api.minimize(value_and_grad, x0, jac=True, method=method, options=options)
+    theirs = scipy_minimize(value_and_grad, x0, jac=True, method=method, options=options)
+    assert (ours.nit, ours.nfev) == (theirs.nit, theirs.nfev)
+    np.testing.assert_array_equal(ours.x, theirs.x)
+    assert ours.fun == theirs.fun
+    assert ours.jac is not buffer  # the result's gradient is the user's to keep, not the buffer

@@ -8,14 +8,13 @@ stochastic mode, swaps in the next minibatch.
 from __future__ import annotations
 
 import inspect
-import math
 import time
 from collections.abc import Callable, Mapping
 
 import numpy as np
 from scipy.optimize import OptimizeResult
 
-from .objective import Halt, Objective
+from .objective import Halt, Objective, grad_norm
 from .stochastic import BatchFeed
 
 # SciPy calls TNC's callback as callback(xk) only; every other method takes
@@ -29,15 +28,6 @@ HISTORY_KEYS = ("nit", "fun", "grad_norm", "time", "nfev", "epoch")
 def _shape(a) -> tuple:
     # np.shape costs a microsecond; this runs once per iteration.
     return a.shape if type(a) is np.ndarray else np.shape(a)
-
-
-def _norm(grad) -> float:
-    """The 2-norm of a flat gradient, NaN for None."""
-    if grad is None:
-        return np.nan
-    g = grad.ravel() if type(grad) is np.ndarray else np.ravel(grad)
-    # np.linalg.norm's checks cost more than the product at small n.
-    return math.sqrt(g.dot(g)) if g.dtype == np.float64 else float(np.sqrt(np.vdot(g, g).real))
 
 
 def callback_style(callback: Callable | None, method: str) -> str | None:
@@ -141,7 +131,7 @@ class IterationHook:
                 self.step(xk, None)
         else:
             def callback(intermediate_result):
-                self.step(intermediate_result.x, intermediate_result)
+                self.step(intermediate_result["x"], intermediate_result)
         return callback
 
     def _record_only(self, legacy: bool) -> Callable:
@@ -152,6 +142,12 @@ class IterationHook:
         :meth:`_record`'s work with the lookups bound once.
         """
         obj, append, clock, start = self.objective, self._rows.append, time.perf_counter, self.start
+        # L-BFGS-B reports a new iterate only once its line search has
+        # evaluated there, last: the last gradient is the iterate's, with no
+        # comparison of points (grad_for_history) needed, and its norm is
+        # best taken while the gradient is fresh, at the evaluation.
+        last_is_iterate = self.method == "l-bfgs-b"
+        obj.track_grad_norm = last_is_iterate
 
         def record(x, state):
             self.nit += 1
@@ -164,14 +160,19 @@ class IterationHook:
                         grad = state.get("jac")
                     if grad is not None and _shape(grad) != _shape(x):
                         grad = None
-            if grad is None:
-                grad = obj.grad_for_history(x)
-            append((self.nit, float(obj.last_value if fun is None else fun), _norm(grad),
+            if grad is not None:
+                norm = grad_norm(grad)
+            elif last_is_iterate:
+                norm = obj.last_grad_norm
+            else:
+                norm = grad_norm(obj.grad_for_history(x))
+            append((self.nit, float(obj.last_value if fun is None else fun), norm,
                     clock() - start, obj.n_evaluations, 0))
 
         if legacy:
             return lambda xk: record(xk, None)
-        return lambda intermediate_result: record(intermediate_result.x, intermediate_result)
+        # ``["x"]``: OptimizeResult's attribute access costs a microsecond.
+        return lambda intermediate_result: record(intermediate_result["x"], intermediate_result)
 
     def _record(self, x: np.ndarray, state: OptimizeResult | None) -> None:
         # Runs once per iteration: kept to a few lookups, one gradient norm and one append.
@@ -191,7 +192,7 @@ class IterationHook:
                 # For line-search methods the last gradient evaluated is the
                 # accepted iterate's; after a rejected trust-region step the one before.
                 grad = obj.grad_for_history(x)
-        gnorm = _norm(grad)
+        gnorm = grad_norm(grad)
         fun = np.nan if fun is None else float(fun)
         self._rows.append((self.nit, fun, gnorm, time.perf_counter() - self.start,
                            obj.n_evaluations if obj is not None else np.nan,

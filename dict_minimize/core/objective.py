@@ -8,10 +8,24 @@ when the stochastic mode swaps in a new batch.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
 import numpy as np
+
+
+_FLOAT64 = np.dtype(np.float64)
+
+
+def grad_norm(grad) -> float:
+    """The 2-norm of a flat gradient, NaN for None."""
+    if grad is None:
+        return np.nan
+    g = grad.ravel() if type(grad) is np.ndarray else np.ravel(grad)
+    # np.linalg.norm's checks cost more than the product at small n (and
+    # ``dtype is`` less than ``dtype ==``; this runs once per iteration).
+    return math.sqrt(g.dot(g)) if g.dtype is _FLOAT64 else float(np.sqrt(np.vdot(g, g).real))
 
 
 class Halt(Exception):
@@ -107,6 +121,10 @@ class Objective:
         self._prev = (None, None)
         self._lin_x = None
         self._lin = None
+        #: Whether each gradient's norm is taken as it arrives (``last_grad_norm``),
+        #: for a history that reads it once per iteration.
+        self.track_grad_norm = False
+        self.last_grad_norm = np.nan
         # The best finite point so far, kept so that no fault loses it. With
         # gradients it is a reference to the memo's copy of x; values alone
         # copy x only when it improves.
@@ -137,6 +155,7 @@ class Objective:
         """Swap the extra arguments (a new minibatch); forget every memo."""
         self.args = args
         self._x = self._f = self._g = None
+        self.last_grad_norm = np.nan
         self._prev = (None, None)
         self._lin_x = self._lin = None
         self.best_f = np.inf
@@ -154,6 +173,8 @@ class Objective:
         # trust-region step the iterate is that one, not the last evaluated.
         self._prev = (self._x, self._g)
         self._x, self._f, self._g = x_memo, f, g
+        if self.track_grad_norm:
+            self.last_grad_norm = grad_norm(g)
         if -np.inf < f < self.best_f:  # finite and better (False for NaN)
             self.best_f, self.best_x = f, x_memo
         return f
@@ -187,6 +208,8 @@ class Objective:
     def note_grad(self, g: np.ndarray) -> np.ndarray:
         """Keep a gradient computed outside the memo (a ``jac`` callable) for the history."""
         self._g = g
+        if self.track_grad_norm:
+            self.last_grad_norm = grad_norm(g)
         return g
 
     def jac(self, x: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from .constraints import flat_jacobian, flat_vector, make_constraints
 from .gradients import flat_gradient
 from .tree import Layout, flatten_with_paths, format_path
 
+_FLOAT64 = np.dtype(np.float64)
 _EPS = {"float16": float(np.finfo(np.float16).eps), "bfloat16": 2.0**-7,
         "float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 
@@ -125,7 +126,14 @@ class Problem:
         return self.tree_of(x, requires_grad)
 
     def flat(self, tree: Any, what: str) -> np.ndarray:
-        """A gradient-like pytree (or SciPy's flat vector) as one flat float64 vector."""
+        """A gradient-like pytree (or SciPy's flat vector) as one flat float64 vector.
+
+        In SciPy's own case (see :meth:`tree_at`) a float64 vector of x0's
+        shape is taken as SciPy takes it, without a copy.
+        """
+        if (self._passes_through and type(tree) is np.ndarray and tree.dtype is _FLOAT64
+                and tree.shape == self.layout.shapes[0]):
+            return tree
         return flat_gradient(self.backend, self.layout, tree, self.backend.is_leaf, what)
 
     def flat_jacobian(self, jac: Any, what: str) -> np.ndarray:
