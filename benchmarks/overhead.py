@@ -511,8 +511,8 @@ def report(records: list[dict], problems: list[str], repeats: int, threads: int)
     parts.append(
         f"\nTimes: median of {repeats} interleaved runs after one warm-up run per side; "
         "ratio = the median of the per-pair wrapper / baseline ratios (wall clock; the verdict); "
-        "cpu ratio = the same in process CPU time "
-        "(steadier on a shared machine); noise = (max - min) / median of a side's wall times, the larger "
+        "cpu ratio = the median of the per-pair ratios in process CPU time; "
+        "noise = (max - min) / median of a side's wall times, the larger "
         "side; overhead/eval = (wrapper - baseline) / evals. "
         + (f"Threads capped at {threads} (--threads)." if threads else "Threads: frameworks' defaults.")
     )
