@@ -22,6 +22,7 @@ Usage::
     python benchmarks/overhead.py --quick               # tiny sizes, for the smoke test
     python benchmarks/overhead.py --json results.json   # also write the raw data
     python benchmarks/overhead.py --threads 0           # the frameworks' own thread counts
+    python benchmarks/overhead.py --cases numpy:float64:0:1000 --repeats 41   # a focused rerun
 
 The Markdown table goes to stdout, progress to stderr. The exit status is 1
 if a wrapper run and a baseline run did not take the same number of
@@ -364,12 +365,31 @@ SETUPS = {"numpy": setup_numpy, "torch": setup_torch, "jax": setup_jax, "tensorf
 # ---------------------------------------------------------------------------
 
 
-def cases_for(backend: str, dtype: str, quick: bool) -> list[Case]:
-    """Every (K, n) case of one backend and dtype, smallest n first."""
+def cases_for(backend: str, dtype: str, quick: bool, only: set | None = None) -> list[Case]:
+    """Every (K, n) case of one backend and dtype, smallest n first (those in ``only`` if given)."""
     sizes, keys = (QUICK_SIZES, QUICK_KEYS) if quick else (FULL_SIZES, FULL_KEYS)
     if backend == "numpy" and dtype == "float64" and not quick:
         keys = (0,) + tuple(keys)  # K = 0: a flat ndarray x0, numpy_api against SciPy itself
-    return [Case(backend, dtype, k, n, iters) for n, iters in sizes.items() for k in keys]
+    cases = [Case(backend, dtype, k, n, iters) for n, iters in sizes.items() for k in keys]
+    return [c for c in cases if only is None or (c.backend, c.dtype, c.keys, c.n) in only]
+
+
+def parse_cases(text: str) -> set:
+    """``--cases``: ``backend:dtype:K:n`` entries, comma-separated.
+
+    Examples
+    --------
+    >>> sorted(parse_cases("numpy:float64:0:1000,torch:float32:2:1000000"))
+    [('numpy', 'float64', 0, 1000), ('torch', 'float32', 2, 1000000)]
+    """
+    out = set()
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        parts = entry.split(":")
+        if len(parts) != 4 or parts[0] not in BACKENDS or parts[1] not in DTYPES:
+            raise ValueError(f"--cases: {entry!r} is not backend:dtype:K:n "
+                             f"(backend in {','.join(BACKENDS)}, dtype in {','.join(DTYPES)})")
+        out.add((parts[0], parts[1], int(parts[2]), int(float(parts[3]))))
+    return out
 
 
 def run_case(case: Case, repeats: int) -> dict:
@@ -390,7 +410,7 @@ def run_case(case: Case, repeats: int) -> dict:
     return record
 
 
-def worker(backend: str, dtype: str, quick: bool, repeats: int, out: Path) -> None:
+def worker(backend: str, dtype: str, quick: bool, repeats: int, out: Path, only: set | None = None) -> None:
     """Run one backend's cases in ``dtype`` and write ``{"cases": [...]}`` or ``{"skipped": why}``."""
     import importlib
 
@@ -408,7 +428,7 @@ def worker(backend: str, dtype: str, quick: bool, repeats: int, out: Path) -> No
         out.write_text(json.dumps({"skipped": f"{type(err).__name__}: {err}"}))
         return
     records, errors = [], []
-    for case in cases_for(backend, dtype, quick):
+    for case in cases_for(backend, dtype, quick, only):
         print(f"  {backend} {dtype} K={case.keys} n={case.n} ...", file=sys.stderr, flush=True)
         try:
             records.append(run_case(case, repeats))
@@ -425,9 +445,11 @@ def worker(backend: str, dtype: str, quick: bool, repeats: int, out: Path) -> No
 # ---------------------------------------------------------------------------
 
 
-def run_worker(backend: str, dtype: str, quick: bool, repeats: int, threads: int) -> dict:
+def run_worker(backend: str, dtype: str, quick: bool, repeats: int, threads: int, cases: str | None = None) -> dict:
     """One worker process; its JSON, or ``{"error": ...}`` if it failed."""
     worker_args = ["--worker", backend, "--dtype", dtype, "--repeats", str(repeats)]
+    if cases:
+        worker_args += ["--cases", cases]
     return _common.run_worker(__file__, worker_args + (["--quick"] if quick else []), threads)
 
 
@@ -554,11 +576,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "overhead_quick.json with --quick; not with --report-from)")
     parser.add_argument("--report-from", type=Path, default=None, metavar="JSON",
                         help="print the report of an earlier --json file instead of running")
+    parser.add_argument("--cases", default=None, metavar="B:D:K:N,...",
+                        help="only these cases, as backend:dtype:K:n (a focused rerun; "
+                             "default --json: benchmarks/results/overhead_focused.json)")
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", choices=DTYPES, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    try:
+        args.only = parse_cases(args.cases) if args.cases else None
+    except ValueError as err:
+        parser.error(str(err))
     unknown = [b for b in args.backends if b not in BACKENDS]
     if unknown or not args.backends:
         parser.error(f"--backends: unknown backend {unknown[0] if unknown else '(none)'!r}; "
@@ -570,7 +599,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.json is None and args.report_from is None:
-        args.json = HERE / "results" / ("overhead_quick.json" if args.quick else "overhead.json")
+        name = "overhead_quick" if args.quick else "overhead_focused" if args.only else "overhead"
+        args.json = HERE / "results" / f"{name}.json"
     return args
 
 
@@ -581,8 +611,10 @@ def run_all(args: argparse.Namespace) -> dict:
     errors: list[str] = []  # a failed worker or case
     for backend in args.backends:
         for dtype in DTYPES:
+            if args.only is not None and not any(c[:2] == (backend, dtype) for c in args.only):
+                continue
             print(f"{backend} {dtype}:", file=sys.stderr, flush=True)
-            result = run_worker(backend, dtype, args.quick, args.repeats, args.threads)
+            result = run_worker(backend, dtype, args.quick, args.repeats, args.threads, args.cases)
             if "skipped" in result:
                 skipped.append(f"{backend}: skipped ({result['skipped']})")
                 break  # the other dtype would be skipped for the same reason
@@ -599,7 +631,7 @@ def run_all(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        worker(args.worker, args.dtype, args.quick, args.repeats, args.out)
+        worker(args.worker, args.dtype, args.quick, args.repeats, args.out, args.only)
         return 0
     data = json.loads(args.report_from.read_text()) if args.report_from else run_all(args)
     data.setdefault("command", _common.command_line())

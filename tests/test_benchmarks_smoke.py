@@ -126,6 +126,28 @@ def test_summary_flags_a_mismatch():
     assert not overhead.summarize(record)["comparable"]
 
 
+def test_summary_paired_median_and_conclusiveness():
+    record = _record("torch", [12] * 3, [12] * 3)
+    record["wrapper_s"], record["baseline_s"] = [1.0, 1.2, 1.4, 3.0], [1.0, 1.0, 1.0, 1.0]
+    summary = overhead.summarize(record)
+    assert summary["ratio"] == pytest.approx(1.3)  # the median of the pairs, not of the sides' medians
+    low, high = summary["ratio_interquartile"]
+    assert low < 1.3 < high and not summary["conclusive"]
+    record["wrapper_s"] = [1.0, 1.02, 1.04, 1.06]
+    assert overhead.summarize(record)["conclusive"]  # all far below 1.3
+
+
+def test_focused_cases_select_only_those():
+    only = overhead.parse_cases("numpy:float64:0:1000, torch:float32:2:1e6")
+    assert [(c.keys, c.n) for c in overhead.cases_for("numpy", "float64", False, only)] == [(0, 1000)]
+    assert [(c.keys, c.n) for c in overhead.cases_for("torch", "float32", False, only)] == [(2, 1_000_000)]
+    assert overhead.cases_for("jax", "float32", False, only) == []
+    assert len(overhead.cases_for("numpy", "float64", False)) == 6
+    with pytest.raises(SystemExit):
+        overhead.parse_args(["--cases", "numpy:float64:0"])
+    assert overhead.parse_args(["--cases", "numpy:float64:0:1000"]).json.name == "overhead_focused.json"
+
+
 def test_cli_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         overhead.parse_args(["--backends", "numpy,caffe"])
