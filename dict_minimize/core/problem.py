@@ -22,9 +22,9 @@ from .bounds import make_bounds
 from .callbacks import IterationHook
 from .constraints import flat_jacobian, flat_vector, make_constraints
 from .gradients import flat_gradient
+from .objective import FLOAT64
 from .tree import Layout, flatten_with_paths, format_path
 
-_FLOAT64 = np.dtype(np.float64)
 _EPS = {"float16": float(np.finfo(np.float16).eps), "bfloat16": 2.0**-7,
         "float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 
@@ -131,7 +131,7 @@ class Problem:
         In SciPy's own case (see :meth:`tree_at`) a float64 vector of x0's
         shape is taken as SciPy takes it, without a copy.
         """
-        if (self._passes_through and type(tree) is np.ndarray and tree.dtype is _FLOAT64
+        if (self._passes_through and type(tree) is np.ndarray and tree.dtype is FLOAT64
                 and tree.shape == self.layout.shapes[0]):
             return tree
         return flat_gradient(self.backend, self.layout, tree, self.backend.is_leaf, what)
