@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -101,6 +102,32 @@ def spread(seconds: Sequence[float]) -> float:
         raise ValueError("spread of no timings")
     mid = statistics.median(seconds)
     return (max(seconds) - min(seconds)) / mid if mid > 0 else 0.0
+
+
+def median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median of ``values``.
+
+    The order statistics ``x_(l)`` and ``x_(n-l+1)`` with the largest ``l``
+    such that ``P(Binomial(n, 1/2) < l) <= (1 - level) / 2`` (the sign
+    test's interval: it assumes only that the values are independent draws).
+    With too few values for ``level`` it is the whole range.
+
+    Examples
+    --------
+    >>> median_ci([1.0, 1.1, 0.9, 1.05, 0.95, 1.2, 1.02, 0.98, 1.01, 0.99])
+    (0.95, 1.1)
+    """
+    if not values:
+        raise ValueError("median_ci of no values")
+    x, n = sorted(values), len(values)
+    tail, below, l = (1.0 - level) / 2.0, 0.0, 0
+    while l < n // 2 and below + math.comb(n, l) / 2.0**n <= tail:
+        below += math.comb(n, l) / 2.0**n  # P(B <= l) after this step
+        l += 1
+    # The interval x_(k) .. x_(n-k+1) (1-indexed) covers the median with
+    # probability 1 - 2 P(B <= k - 1), at least ``level`` for k = l.
+    k = max(l, 1)
+    return x[k - 1], x[n - k]
 
 
 def machine() -> str:

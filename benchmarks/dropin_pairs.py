@@ -1,24 +1,33 @@
 """Paired check of SciPy's own case: ``numpy_api.minimize`` on a flat ndarray vs SciPy.
 
-``overhead.py`` takes the median of a few runs per side; at a 1.05x target
-on a noisy machine that is not conclusive. This runs many short interleaved
-pairs (ABBA order) of the same L-BFGS-B run (chained Rosenbrock, the
-analytic gradient, ``jac=True``, zero tolerances so both stop on
-``maxiter``) and reports the median of the per-pair ratios with its
-interquartile range, in wall time and in the process's CPU time (both
-sides run on one thread of this process; on a shared virtual machine the
-two can spread differently).
+``overhead.py`` times every case with a few pairs of runs; at a 1.05x
+target on a noisy machine that may not settle it. This runs many short
+interleaved pairs (ABBA order) of the same L-BFGS-B run (chained
+Rosenbrock, the analytic gradient, ``jac=True``, zero tolerances so both
+stop on ``maxiter``), one thread, in each of several fresh processes.
+
+Pairs in one process share its memory layout and caches, so they are not
+independent of each other; processes are. The verdict therefore treats
+each process's median ratio as one observation: the sign test's 95%
+interval for the median over processes (``_common.median_ci``; with six
+processes or fewer, their whole range). Each process's own interval over
+its pairs is printed too, in wall and in CPU time.
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/dropin_pairs.py                # n = 1e3, 60 pairs
-    OMP_NUM_THREADS=1 python benchmarks/dropin_pairs.py --n 100000 --pairs 20
+    python benchmarks/dropin_pairs.py                       # n = 1e3, 6 processes x 40 pairs
+    python benchmarks/dropin_pairs.py --n 1000000 --pairs 10
+    python benchmarks/dropin_pairs.py --json benchmarks/results/dropin_pairs.json
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,9 +35,15 @@ from pathlib import Path
 import numpy as np
 import scipy.optimize
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # measure this checkout
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # measure this checkout
 
+import _common  # noqa: E402
+from _common import median_ci  # noqa: E402
 from dict_minimize import numpy_api  # noqa: E402
+
+#: The issue's target for a flat ndarray x0 against SciPy itself, at every size.
+TARGET = 1.05
 
 
 def rosen_value_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -41,39 +56,108 @@ def rosen_value_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
     return float(np.sum(100 * t * t + u * u)), g
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=1000, help="problem size (default 1000)")
-    parser.add_argument("--pairs", type=int, default=60, help="interleaved pairs (default 60)")
-    parser.add_argument("--maxiter", type=int, default=None, help="iterations per run (default 200, 20 at n >= 1e5)")
-    args = parser.parse_args(argv)
-    x0 = np.random.default_rng(0).uniform(-2.0, 2.0, args.n)
-    options = {"maxiter": args.maxiter or (200 if args.n < 100_000 else 20), "ftol": 0.0, "gtol": 0.0}
+def pairs_here(n: int, pairs: int, maxiter: int) -> dict:
+    """Time ``pairs`` interleaved pairs in this process; per-pair ratios and the runs' counts."""
+    x0 = np.random.default_rng(0).uniform(-2.0, 2.0, n)
+    options = {"maxiter": maxiter, "ftol": 0.0, "gtol": 0.0}
     sides = {
-        "numpy_api": lambda: numpy_api.minimize(rosen_value_and_grad, x0, jac=True, method="L-BFGS-B", options=options),
-        "scipy": lambda: scipy.optimize.minimize(rosen_value_and_grad, x0, jac=True, method="L-BFGS-B", options=options),
+        "numpy_api": lambda: numpy_api.minimize(rosen_value_and_grad, x0, jac=True, method="L-BFGS-B",
+                                                options=options),
+        "scipy": lambda: scipy.optimize.minimize(rosen_value_and_grad, x0, jac=True, method="L-BFGS-B",
+                                                 options=options),
     }
     results = {name: run() for name, run in sides.items()}  # warm-up, and the check that both do the same work
-    if len({(r.nit, r.nfev) for r in results.values()}) != 1:
-        print(f"the two sides differ: {[(r.nit, r.nfev) for r in results.values()]}", file=sys.stderr)
-        return 1
+    counts = sorted({(int(r.nit), int(r.nfev)) for r in results.values()})
     wall: dict[str, list[float]] = {name: [] for name in sides}
     cpu: dict[str, list[float]] = {name: [] for name in sides}
-    for i in range(args.pairs):
+    for i in range(pairs):
         for name in (list(sides) if i % 2 == 0 else list(sides)[::-1]):
             start_wall, start_cpu = time.perf_counter(), time.process_time()
             sides[name]()
             cpu[name].append(time.process_time() - start_cpu)
             wall[name].append(time.perf_counter() - start_wall)
-    nfev = results["scipy"].nfev
-    print(f"n={args.n} nit={results['scipy'].nit} nfev={nfev} pairs={args.pairs}: numpy_api/scipy")
-    for clock, times in (("wall", wall), ("cpu", cpu)):
-        ratios = [a / b for a, b in zip(times["numpy_api"], times["scipy"])]
-        q1, median, q3 = statistics.quantiles(ratios, n=4)
-        extra = (statistics.median(times["numpy_api"]) - statistics.median(times["scipy"])) / nfev
-        print(f"  {clock}: median {median:.3f} (interquartile {q1:.3f}-{q3:.3f}), "
-              f"{1e3 * extra:+.4f} ms per evaluation")
-    return 0
+    return {
+        "counts": counts,
+        "wall": [a / b for a, b in zip(wall["numpy_api"], wall["scipy"])],
+        "cpu": [a / b for a, b in zip(cpu["numpy_api"], cpu["scipy"])],
+        "scipy_median_s": statistics.median(wall["scipy"]),
+    }
+
+
+def verdict(low: float, high: float) -> str:
+    """Where an interval lies against the target."""
+    return "within" if high <= TARGET else "over" if low > TARGET else "not settled"
+
+
+def summarize(processes: list[dict]) -> dict:
+    """Per-process medians and intervals; the verdict on the median over processes."""
+    per_process = []
+    for proc in processes:
+        row = {"counts": proc["counts"], "scipy_median_s": proc["scipy_median_s"]}
+        for clock in ("wall", "cpu"):
+            row[clock] = statistics.median(proc[clock])
+            row[f"{clock}_ci95"] = median_ci(proc[clock])
+        per_process.append(row)
+    medians = [row["wall"] for row in per_process]
+    low, high = median_ci(medians)
+    return {
+        "per_process": per_process,
+        "median": statistics.median(medians),
+        "ci95": (low, high),
+        "comparable": all(len(row["counts"]) == 1 for row in per_process),
+        "verdict": verdict(low, high),
+    }
+
+
+def report(data: dict) -> str:
+    """The summary as Markdown: one row per process and the verdict."""
+    s = summarize(data["processes"])
+    rows = [[i + 1, f"{r['wall']:.3f}", f"{r['wall_ci95'][0]:.3f}-{r['wall_ci95'][1]:.3f}", f"{r['cpu']:.3f}",
+             f"{1e3 * r['scipy_median_s']:.1f}"] for i, r in enumerate(s["per_process"])]
+    header = ["process", "wall ratio (median of pairs)", "its 95% interval", "CPU ratio", "SciPy run ms"]
+    nit, nfev = s["per_process"][0]["counts"][0]
+    return "\n".join([
+        _common.markdown_table(header, rows, right=header),
+        "",
+        f"n = {data['n']}, {nit} iterations, {nfev} evaluations per run on both sides, "
+        f"{data['pairs']} interleaved pairs per process. Median over the {len(rows)} processes "
+        f"{s['median']:.3f}x, 95% interval {s['ci95'][0]:.3f}x-{s['ci95'][1]:.3f}x: "
+        f"**{s['verdict']}** the {TARGET}x target.",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1000, help="problem size (default 1000)")
+    parser.add_argument("--pairs", type=int, default=40, help="interleaved pairs per process (default 40)")
+    parser.add_argument("--processes", type=int, default=6, help="fresh processes, one after another (default 6)")
+    parser.add_argument("--maxiter", type=int, default=None, help="iterations per run (default 200, 20 at n >= 1e5)")
+    parser.add_argument("--json", type=Path, default=None, help="write the raw ratios and the summary here")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    maxiter = args.maxiter or (200 if args.n < 100_000 else 20)
+    if args.worker:
+        print(json.dumps(pairs_here(args.n, args.pairs, maxiter)))
+        return 0
+    processes = []
+    for _ in range(args.processes):
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", "--n", str(args.n), "--pairs", str(args.pairs),
+             "--maxiter", str(maxiter)],
+            env={**os.environ, **_common.thread_env(1)}, capture_output=True, text=True, check=True, timeout=3600,
+        )
+        processes.append(json.loads(out.stdout))
+    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    data = {"date": date, "machine": _common.machine(), "command": _common.command_line(),
+            "n": args.n, "pairs": args.pairs, "maxiter": maxiter, "processes": processes}
+    summary = summarize(processes)
+    if not summary["comparable"]:
+        print(f"the two sides differ: {[p['counts'] for p in processes]}", file=sys.stderr)
+        return 1
+    print(report(data))
+    if args.json is not None:
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
+    return 2 if summary["verdict"] == "over" else 0
 
 
 if __name__ == "__main__":

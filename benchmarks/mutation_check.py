@@ -162,7 +162,7 @@ def faults(copy: Path) -> list[Fault]:
         Fault(
             "l1-grad-norm",
             "the history's gradient norm is the L1 norm",
-            (("dict_minimize/core/objective.py",
+            (("dict_minimize/core/callbacks.py",
               sub_once(r"(return\s*)math\.sqrt\((\w+)\.dot\(\w+\)\).*$",
                        r"\1float(np.abs(\2).sum())")),),
             ("tests/test_callbacks.py", "-k", "gradient_norm"),

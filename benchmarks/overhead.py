@@ -48,7 +48,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import _common  # noqa: E402
-from _common import interleaved, machine, markdown_table, spread  # noqa: E402
+from _common import interleaved, machine, markdown_table, median_ci, spread  # noqa: E402
 
 BACKENDS = ("numpy", "torch", "jax", "tensorflow")
 DTYPES = ("float32", "float64")
@@ -479,6 +479,7 @@ def summarize(record: dict) -> dict:
         "ratio": ratio,
         "paired_ratios": paired,
         "ratio_interquartile": (low, high),
+        "ratio_ci95": median_ci(paired),
         "cpu_ratio": statistics.median([w / b for w, b in zip(record["wrapper_cpu_s"], record["baseline_cpu_s"])]),
         "target": target_ratio(record["n"], record.get("keys", 1)),
         "nit": sorted(nits),
@@ -498,8 +499,9 @@ def summarize(record: dict) -> dict:
     if calls:  # counted: both sides called the user function equally often, in every run
         out["comparable"] = out["comparable"] and len(calls) == 1 and calls <= nfevs
     out["passed"] = out["comparable"] and ratio <= out["target"]
-    # Settled when the middle half of the pairs lies on one side of the target.
-    out["conclusive"] = not (low <= out["target"] < high)
+    # Settled when the median's 95% confidence interval lies on one side of the target.
+    ci_low, ci_high = out["ratio_ci95"]
+    out["conclusive"] = not (ci_low <= out["target"] < ci_high)
     return out
 
 

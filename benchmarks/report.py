@@ -69,7 +69,7 @@ def _sci(n: int) -> str:
 def overhead_table(data: dict) -> str:
     overhead = _module("overhead")
     header = ["backend", "dtype", "K keys", "n", "iterations", "evaluations", "user calls", "wall ratio",
-              "interquartile", "CPU ratio", "target", "verdict", "noise"]
+              "95% interval", "CPU ratio", "target", "verdict", "noise"]
     rows = []
     for case in data["cases"]:
         s = overhead.summarize(case)
@@ -77,7 +77,7 @@ def overhead_table(data: dict) -> str:
         verdict = "pass" if s["passed"] else ("not comparable" if not s["comparable"] else "fail")
         if s["comparable"] and not s.get("conclusive", True):
             verdict += " (not conclusive)"
-        low, high = s.get("ratio_interquartile", (s["ratio"], s["ratio"]))
+        low, high = s["ratio_ci95"]
         calls = "/".join(map(str, s.get("user_calls", []))) or "not counted"
         iterations = "/".join(map(str, s["nit"]))
         rows.append([case["backend"], case["dtype"], case["keys"], _sci(case["n"]), iterations, evals, calls,
@@ -93,8 +93,9 @@ def overhead_table(data: dict) -> str:
         markdown_table(header, rows, right=header[2:11] + ["noise"]),
         "",
         f"{passed} of {len(rows)} cases within target ({settled} of the {len(rows)} verdicts conclusive). "
-        "Wall ratio: the median of the per-pair wrapper / baseline ratios, the verdict; interquartile: "
-        "the middle half of those ratios (a verdict is not conclusive when the target lies inside it). "
+        "Wall ratio: the median of the per-pair wrapper / baseline ratios, the verdict; 95% interval: "
+        "the sign test's distribution-free 95% confidence interval for that median (a verdict is not "
+        "conclusive when the target lies inside it). "
         "Evaluations: SciPy's nfev of both sides "
         "(one number: equal; `a/b`: the runs differed). User calls: how often the user's function really "
         "ran, on both sides, in every run (counted in Python for the eager backends; not counted inside "

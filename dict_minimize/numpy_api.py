@@ -25,6 +25,8 @@ class NumpyBackend(Backend):
     scipy_dropin = True
 
     def prepare_x0(self, x0: Any) -> Any:
+        if type(x0) is np.ndarray and x0.ndim and x0.dtype.kind == "f":
+            return x0  # SciPy's own case, as the lines below would leave it
         # Drop-in: what NumPy reads as one numeric array is one leaf, as in SciPy.
         if isinstance(x0, (list, tuple)) and not hasattr(x0, "_fields"):
             _, leaves, _ = flatten_with_paths(x0)

@@ -8,21 +8,32 @@ stochastic mode, swaps in the next minibatch.
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Callable, Mapping
 
 import numpy as np
 from scipy.optimize import OptimizeResult
 
-from .objective import Halt, Objective, grad_norm
+from .objective import FLOAT64, Halt, Objective
 from .stochastic import BatchFeed
 
 # SciPy calls TNC's callback as callback(xk) only; every other method takes
 # the new style, which SciPy detects by this parameter name.
 _NEW_STYLE = {"intermediate_result"}
 STOPPED_BY_CALLBACK = "`callback` raised `StopIteration`."
-#: The columns of ``res.history``.
-HISTORY_KEYS = ("nit", "fun", "grad_norm", "time", "nfev", "epoch")
+
+
+def grad_norm(grad) -> float:
+    """The 2-norm of a flat gradient, NaN for None."""
+    # np.linalg.norm's checks cost more than the product at small n (and
+    # ``dtype is`` less than ``dtype ==``); this runs once per iteration.
+    if type(grad) is np.ndarray and grad.ndim == 1 and grad.dtype is FLOAT64:
+        return math.sqrt(grad.dot(grad))
+    if grad is None:
+        return np.nan
+    g = np.ravel(grad)
+    return float(np.sqrt(np.vdot(g, g).real))
 
 
 def _shape(a) -> tuple:
@@ -56,6 +67,13 @@ def _takes_two_positional(callback: Callable) -> bool:
     except ValueError:  # no signature to read (some builtins): SciPy's style
         return True
     return True
+
+
+def _signature(name: str) -> inspect.Signature:
+    return inspect.Signature([inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)])
+
+
+_NEW_SIGNATURE, _LEGACY_SIGNATURE = _signature("intermediate_result"), _signature("xk")
 
 
 class IterationHook:
@@ -106,11 +124,12 @@ class IterationHook:
         self.deadline = deadline
         self.feed = feed
         self.make_args = make_args
-        self.nit = 0
         self.last_x = None
         self.stopped_by_user = False
         self.start = time.perf_counter()
-        self._rows: list[tuple] = []  # one per iteration, in HISTORY_KEYS order
+        # One row per iteration: (fun, grad_norm, perf_counter(), nfev, epoch);
+        # ``history`` adds ``nit`` and makes the time relative to the start.
+        self._rows: list[tuple] = []
         self.bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -120,18 +139,26 @@ class IterationHook:
                 kwargs.update(progress)
             self.bar = tqdm(**kwargs)
 
+    @property
+    def nit(self) -> int:
+        """Iterations so far (each one is recorded)."""
+        return len(self._rows)
+
     # SciPy builds its wrapper from the callback's signature, so expose the
     # one each method expects.
     def scipy_callback(self, legacy: bool = False) -> Callable:
         if (self.style is None and self.bar is None and self.deadline is None and self.feed is None
                 and self.objective is not None):
-            return self._record_only(legacy)
-        if legacy:
+            callback = self._record_only(legacy)
+        elif legacy:
             def callback(xk):
                 self.step(xk, None)
         else:
             def callback(intermediate_result):
                 self.step(intermediate_result["x"], intermediate_result)
+        # SciPy reads the signature on every call of minimize; a ready one
+        # spares it inspect's ~15 us, a cost SciPy without a callback does not pay.
+        callback.__signature__ = _LEGACY_SIGNATURE if legacy else _NEW_SIGNATURE
         return callback
 
     def _record_only(self, legacy: bool) -> Callable:
@@ -141,33 +168,27 @@ class IterationHook:
         operation counts against the drop-in's cost (benchmarks/overhead.py):
         :meth:`_record`'s work with the lookups bound once.
         """
-        obj, append, clock, start = self.objective, self._rows.append, time.perf_counter, self.start
-        # L-BFGS-B reports a new iterate only once its line search has
-        # evaluated there, last: the last gradient is the iterate's, with no
-        # comparison of points (grad_for_history) needed, and its norm is
-        # best taken while the gradient is fresh, at the evaluation.
-        last_is_iterate = self.method == "l-bfgs-b"
-        obj.track_grad_norm = last_is_iterate
+        obj, append, clock = self.objective, self._rows.append, time.perf_counter
+        if self.method == "l-bfgs-b" and not legacy:
+            # L-BFGS-B reports a new iterate once its line search has evaluated
+            # there, last: the last gradient is the iterate's (no comparison of
+            # points), and its state holds x and fun only.
+            def record_lbfgsb(intermediate_result):
+                append((intermediate_result["fun"], grad_norm(obj.last_grad), clock(), obj.n_evaluations, 0))
+
+            return record_lbfgsb
 
         def record(x, state):
-            self.nit += 1
             fun = grad = None
             if state is not None:
                 fun = state.get("fun")
-                if len(state) > 2:  # more than x and fun (L-BFGS-B's two): a gradient may be there
-                    grad = state.get("grad")
-                    if grad is None:
-                        grad = state.get("jac")
-                    if grad is not None and _shape(grad) != _shape(x):
-                        grad = None
-            if grad is not None:
-                norm = grad_norm(grad)
-            elif last_is_iterate:
-                norm = obj.last_grad_norm
-            else:
-                norm = grad_norm(obj.grad_for_history(x))
-            append((self.nit, float(obj.last_value if fun is None else fun), norm,
-                    clock() - start, obj.n_evaluations, 0))
+                grad = state.get("grad")
+                if grad is None:
+                    grad = state.get("jac")
+                if grad is not None and _shape(grad) != _shape(x):
+                    grad = None
+            norm = grad_norm(obj.grad_for_history(x) if grad is None else grad)
+            append((float(obj.last_value if fun is None else fun), norm, clock(), obj.n_evaluations, 0))
 
         if legacy:
             return lambda xk: record(xk, None)
@@ -194,8 +215,7 @@ class IterationHook:
                 grad = obj.grad_for_history(x)
         gnorm = grad_norm(grad)
         fun = np.nan if fun is None else float(fun)
-        self._rows.append((self.nit, fun, gnorm, time.perf_counter() - self.start,
-                           obj.n_evaluations if obj is not None else np.nan,
+        self._rows.append((fun, gnorm, time.perf_counter(), obj.n_evaluations if obj is not None else -1,
                            self.feed.epoch if self.feed is not None else 0))
         if self.bar is not None:
             post = {"f": f"{fun:.6g}", "|g|": f"{gnorm:.3g}"}
@@ -207,8 +227,15 @@ class IterationHook:
     @property
     def history(self) -> dict[str, np.ndarray]:
         """One array per recorded quantity (``nit``, ``fun``, ``grad_norm``, ``time``, ``nfev``, ``epoch``), one entry per iteration."""
-        columns = zip(*self._rows) if self._rows else [()] * len(HISTORY_KEYS)
-        return {key: np.asarray(column) for key, column in zip(HISTORY_KEYS, columns)}
+        fun, norm, clock, nfev, epoch = zip(*self._rows) if self._rows else [()] * 5
+        return {
+            "nit": np.arange(1, len(self._rows) + 1),
+            "fun": np.asarray(fun, dtype=np.float64),
+            "grad_norm": np.asarray(norm, dtype=np.float64),
+            "time": np.asarray(clock, dtype=np.float64) - self.start,
+            "nfev": np.asarray(nfev, dtype=np.int64),
+            "epoch": np.asarray(epoch, dtype=np.int64),
+        }
 
     def _call_user(self, x: np.ndarray, state: OptimizeResult | None) -> None:
         if self.style is None:
@@ -227,7 +254,6 @@ class IterationHook:
             self.user(x_tree)
 
     def step(self, x: np.ndarray, state: OptimizeResult | None) -> None:
-        self.nit += 1
         self._record(x, state)
         try:
             self._call_user(x, state)

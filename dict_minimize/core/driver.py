@@ -7,6 +7,7 @@ Every backend's ``minimize`` is :func:`minimize` bound to a
 
 from __future__ import annotations
 
+import math
 import numbers
 import time
 from collections.abc import Callable
@@ -328,6 +329,8 @@ def _best_if_not_finite(res: OptimizeResult, objective: Objective, grad_key: str
     result stays as it is and the best point comes as ``best_x``/``best_fun``.
     """
     f = res.get("fun")
+    if type(f) is float and f < math.inf:  # the common case (finite or -inf), without NumPy
+        return res
     if objective.best_x is None or f is None or np.size(f) != 1:
         return res
     f_real = float(np.real(np.asarray(f)).reshape(()))
@@ -416,7 +419,7 @@ def _run_stochastic(run, x_start, options, objective, hook, feed, make_args) -> 
 def _finish(problem: Problem, res: OptimizeResult, meth: str, hook: IterationHook) -> OptimizeResult:
     """SciPy's result with ``x`` and the objective gradient as pytrees, ``fun`` a float."""
     out = problem.result(res, "grad" if meth == "trust-constr" else "jac", hook)
-    if "x" in res and "fun" in out and out.fun is not None and np.size(out.fun) == 1:
+    if "x" in res and "fun" in out and type(out.fun) is not float and out.fun is not None and np.size(out.fun) == 1:
         out.fun = float(np.asarray(out.fun).reshape(()))
     return out
 

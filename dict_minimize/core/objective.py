@@ -8,7 +8,6 @@ when the stochastic mode swaps in a new batch.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
@@ -17,16 +16,6 @@ import numpy as np
 
 #: float64's dtype, compared with ``is`` on hot paths (cheaper than ``==``).
 FLOAT64 = np.dtype(np.float64)
-
-
-def grad_norm(grad) -> float:
-    """The 2-norm of a flat gradient, NaN for None."""
-    if grad is None:
-        return np.nan
-    g = grad.ravel() if type(grad) is np.ndarray else np.ravel(grad)
-    # np.linalg.norm's checks cost more than the product at small n (and
-    # ``dtype is`` less than ``dtype ==``; this runs once per iteration).
-    return math.sqrt(g.dot(g)) if g.dtype is FLOAT64 else float(np.sqrt(np.vdot(g, g).real))
 
 
 class Halt(Exception):
@@ -73,7 +62,9 @@ def same_point(last: np.ndarray | None, x: np.ndarray) -> bool:
             return False
         known = last.base
         return x.tobytes() == (known if type(known) is bytes else last.tobytes())
-    return np.shape(x) == last.shape and bool((last == x).all())
+    # A new point usually differs in its first, middle or last element:
+    # settled without comparing (and allocating) all of it.
+    return np.shape(x) == last.shape and not _differs_somewhere(last, x) and bool((last == x).all())
 
 
 def _differs_somewhere(last: np.ndarray | None, x: np.ndarray) -> bool:
@@ -122,10 +113,6 @@ class Objective:
         self._prev = (None, None)
         self._lin_x = None
         self._lin = None
-        #: Whether each gradient's norm is taken as it arrives (``last_grad_norm``),
-        #: for a history that reads it once per iteration.
-        self.track_grad_norm = False
-        self.last_grad_norm = np.nan
         # The best finite point so far, kept so that no fault loses it. With
         # gradients it is a reference to the memo's copy of x; values alone
         # copy x only when it improves.
@@ -156,7 +143,6 @@ class Objective:
         """Swap the extra arguments (a new minibatch); forget every memo."""
         self.args = args
         self._x = self._f = self._g = None
-        self.last_grad_norm = np.nan
         self._prev = (None, None)
         self._lin_x = self._lin = None
         self.best_f = np.inf
@@ -174,8 +160,6 @@ class Objective:
         # trust-region step the iterate is that one, not the last evaluated.
         self._prev = (self._x, self._g)
         self._x, self._f, self._g = x_memo, f, g
-        if self.track_grad_norm:
-            self.last_grad_norm = grad_norm(g)
         if -np.inf < f < self.best_f:  # finite and better (False for NaN)
             self.best_f, self.best_x = f, x_memo
         return f
@@ -209,8 +193,6 @@ class Objective:
     def note_grad(self, g: np.ndarray) -> np.ndarray:
         """Keep a gradient computed outside the memo (a ``jac`` callable) for the history."""
         self._g = g
-        if self.track_grad_norm:
-            self.last_grad_norm = grad_norm(g)
         return g
 
     def jac(self, x: np.ndarray) -> np.ndarray:

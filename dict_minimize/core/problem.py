@@ -49,6 +49,8 @@ def build_layout(backend: Backend, x0: Any) -> tuple[Layout, list]:
 
 
 def _check_finite(x: np.ndarray, layout: Layout) -> None:
+    if np.isfinite(x.dot(x)):  # no inf or NaN anywhere (the sum of squares overflows only near 1e154)
+        return
     bad = np.flatnonzero(~np.isfinite(x))
     if bad.size:
         i = int(bad[0])
@@ -191,17 +193,25 @@ class Problem:
         """The per-iteration hook (history, progress bar, user callback, time limit)."""
         return IterationHook(method, callback, self.tree_of, objective, **kwargs)
 
+    def _tree_of_result(self, flat: Any) -> Any:
+        """A point of SciPy's result as a pytree like x0 (SciPy's own array in SciPy's own case)."""
+        if (self._passes_through and type(flat) is np.ndarray and flat.dtype is FLOAT64
+                and flat.shape == self.layout.shapes[0] and flat.flags.writeable):
+            return flat  # as SciPy returns it; the driver's read-only memos are copied below
+        return self.tree_of(np.asarray(flat, dtype=np.float64).reshape(-1))
+
     def result(self, res: OptimizeResult, grad_key: str | None = "jac",
                hook: IterationHook | None = None) -> OptimizeResult:
         """SciPy's result with ``x`` (and the gradient under ``grad_key``) as pytrees like x0."""
         out = OptimizeResult(res)
         if "x" not in res:  # a custom method may return anything
             return out
-        out.x = self.tree_of(np.asarray(res.x, dtype=np.float64).reshape(-1))
+        out.x = self._tree_of_result(res.x)
         if "best_x" in res:  # see the driver's _best_if_not_finite
-            out.best_x = self.tree_of(np.asarray(res.best_x, dtype=np.float64).reshape(-1))
+            out.best_x = self._tree_of_result(res.best_x)
         g = res.get(grad_key) if grad_key is not None else None
         if g is not None and np.size(g) == self.n:
+            # Always a new array: SciPy's may be the one fun returned (and writes into again).
             out[grad_key] = self.tree_of(np.asarray(g, dtype=np.float64).reshape(-1))
         if hook is not None:
             if hook.stopped_by_user:

@@ -32,11 +32,18 @@ def flatten_with_paths(tree: Any, is_leaf: Callable[[Any], bool] | None = None):
     treespec : optree.PyTreeSpec
         The structure, for :func:`optree.tree_unflatten`.
     """
+    if type(tree) in _ARRAY_TYPES:  # one array (SciPy's own case): no dict to order
+        return [()], [tree], _LEAF_SPEC
     with optree.dict_insertion_ordered(True, namespace=NAMESPACE):
         paths, leaves, spec = optree.tree_flatten_with_path(
             tree, is_leaf=is_leaf, none_is_leaf=False, namespace=NAMESPACE
         )
     return paths, leaves, spec
+
+
+#: A lone leaf's structure, and types that optree always reads as one leaf.
+_LEAF_SPEC = optree.tree_structure(0, namespace=NAMESPACE)
+_ARRAY_TYPES = frozenset({np.ndarray})
 
 
 def format_path(path: Sequence[Any], root: str = "x0") -> str:
@@ -94,6 +101,9 @@ class Layout:
 
     def unflatten(self, leaves: Sequence[Any]) -> Any:
         """Rebuild x0's structure around ``leaves``."""
+        if self.treespec == _LEAF_SPEC:  # x0 was one tensor: the leaf is the tree
+            (leaf,) = leaves
+            return leaf
         return optree.tree_unflatten(self.treespec, list(leaves))
 
     @cached_property
