@@ -16,8 +16,8 @@ its pairs is printed too, in wall and in CPU time.
 Usage::
 
     python benchmarks/dropin_pairs.py                       # n = 1e3, 6 processes x 40 pairs
-    python benchmarks/dropin_pairs.py --n 1000000 --pairs 10
-    python benchmarks/dropin_pairs.py --json benchmarks/results/dropin_pairs.json
+    python benchmarks/dropin_pairs.py --n 2,10,100,1000,10000,100000,1000000 \
+        --json benchmarks/results/dropin_pairs.json         # the README's table
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def pairs_here(n: int, pairs: int, maxiter: int) -> dict:
         "scipy": lambda: scipy.optimize.minimize(rosen_value_and_grad, x0, jac=True, method="L-BFGS-B",
                                                  options=options),
     }
-    results = {name: run() for name, run in sides.items()}  # warm-up, and the check that both do the same work
+    results = {name: run() for name, run in sides.items()}  # warm-up; both must do the same work
     counts = sorted({(int(r.nit), int(r.nfev)) for r in results.values()})
     wall: dict[str, list[float]] = {name: [] for name in sides}
     cpu: dict[str, list[float]] = {name: [] for name in sides}
@@ -110,54 +110,57 @@ def summarize(processes: list[dict]) -> dict:
 
 
 def report(data: dict) -> str:
-    """The summary as Markdown: one row per process and the verdict."""
-    s = summarize(data["processes"])
-    rows = [[i + 1, f"{r['wall']:.3f}", f"{r['wall_ci95'][0]:.3f}-{r['wall_ci95'][1]:.3f}", f"{r['cpu']:.3f}",
-             f"{1e3 * r['scipy_median_s']:.1f}"] for i, r in enumerate(s["per_process"])]
-    header = ["process", "wall ratio (median of pairs)", "its 95% interval", "CPU ratio", "SciPy run ms"]
-    nit, nfev = s["per_process"][0]["counts"][0]
-    return "\n".join([
-        _common.markdown_table(header, rows, right=header),
-        "",
-        f"n = {data['n']}, {nit} iterations, {nfev} evaluations per run on both sides, "
-        f"{data['pairs']} interleaved pairs per process. Median over the {len(rows)} processes "
-        f"{s['median']:.3f}x, 95% interval {s['ci95'][0]:.3f}x-{s['ci95'][1]:.3f}x: "
-        f"**{s['verdict']}** the {TARGET}x target.",
-    ])
+    """The summary as Markdown: one row per size, the verdict on the median over processes."""
+    header = ["n", "iterations", "evaluations", "pairs x processes", "SciPy run ms", "median ratio",
+              "95% interval", "verdict"]
+    rows = []
+    for size in data["sizes"]:
+        s = summarize(size["processes"])
+        nit, nfev = s["per_process"][0]["counts"][0]
+        scipy_ms = statistics.median(1e3 * r["scipy_median_s"] for r in s["per_process"])
+        rows.append([size["n"], nit, nfev, f"{size['pairs']} x {len(s['per_process'])}", f"{scipy_ms:.1f}",
+                     f"{s['median']:.3f}",
+                     f"{s['ci95'][0]:.3f}-{s['ci95'][1]:.3f}", f"{s['verdict']} {TARGET}x"])
+    return _common.markdown_table(header, rows, right=header[:-1])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=1000, help="problem size (default 1000)")
-    parser.add_argument("--pairs", type=int, default=40, help="interleaved pairs per process (default 40)")
-    parser.add_argument("--processes", type=int, default=6, help="fresh processes, one after another (default 6)")
-    parser.add_argument("--maxiter", type=int, default=None, help="iterations per run (default 200, 20 at n >= 1e5)")
-    parser.add_argument("--json", type=Path, default=None, help="write the raw ratios and the summary here")
+    parser.add_argument("--n", default="1000", help="problem sizes, comma-separated (default 1000)")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="interleaved pairs per process (default 40, 10 at n >= 1e5)")
+    parser.add_argument("--processes", type=int, default=6, help="fresh processes per size (default 6)")
+    parser.add_argument("--maxiter", type=int, default=None,
+                        help="iterations per run (default 200, 20 at n >= 1e5)")
+    parser.add_argument("--json", type=Path, default=None, help="write the raw ratios here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    maxiter = args.maxiter or (200 if args.n < 100_000 else 20)
+    sizes = [int(float(v)) for v in args.n.split(",")]
     if args.worker:
-        print(json.dumps(pairs_here(args.n, args.pairs, maxiter)))
+        print(json.dumps(pairs_here(sizes[0], args.pairs, args.maxiter)))
         return 0
-    processes = []
-    for _ in range(args.processes):
-        out = subprocess.run(
-            [sys.executable, __file__, "--worker", "--n", str(args.n), "--pairs", str(args.pairs),
-             "--maxiter", str(maxiter)],
-            env={**os.environ, **_common.thread_env(1)}, capture_output=True, text=True, check=True, timeout=3600,
-        )
-        processes.append(json.loads(out.stdout))
+    runs = []
+    for n in sizes:
+        pairs = args.pairs or (40 if n < 100_000 else 10)
+        maxiter = args.maxiter or (200 if n < 100_000 else 20)
+        worker = [sys.executable, __file__, "--worker", "--n", str(n), "--pairs", str(pairs),
+                  "--maxiter", str(maxiter)]
+        env = {**os.environ, **_common.thread_env(1)}
+        processes = [
+            json.loads(subprocess.run(worker, env=env, capture_output=True, text=True, check=True,
+                                      timeout=3600).stdout)
+            for _ in range(args.processes)
+        ]
+        if not summarize(processes)["comparable"]:
+            print(f"n={n}: the two sides differ: {[p['counts'] for p in processes]}", file=sys.stderr)
+            return 1
+        runs.append({"n": n, "pairs": pairs, "maxiter": maxiter, "processes": processes})
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    data = {"date": date, "machine": _common.machine(), "command": _common.command_line(),
-            "n": args.n, "pairs": args.pairs, "maxiter": maxiter, "processes": processes}
-    summary = summarize(processes)
-    if not summary["comparable"]:
-        print(f"the two sides differ: {[p['counts'] for p in processes]}", file=sys.stderr)
-        return 1
+    data = {"date": date, "machine": _common.machine(), "command": _common.command_line(), "sizes": runs}
     print(report(data))
     if args.json is not None:
         args.json.write_text(json.dumps(data, indent=1) + "\n")
-    return 2 if summary["verdict"] == "over" else 0
+    return 2 if any(summarize(r["processes"])["verdict"] == "over" for r in runs) else 0
 
 
 if __name__ == "__main__":

@@ -220,10 +220,29 @@ def curvature_report(data: dict) -> str:
 # ---- the blocks ---------------------------------------------------------------
 
 
+def dropin_table(data: dict) -> str:
+    """``dropin_pairs.py``'s table: a flat ndarray x0 against SciPy itself, per size."""
+    pairs = _module("dropin_pairs")
+    return "\n".join([
+        f"Measured by {_provenance(data, 'dropin_pairs')}.",
+        "",
+        pairs.report(data),
+        "",
+        "Each row: L-BFGS-B on the chained Rosenbrock function with its analytic gradient "
+        "(`jac=True`), zero tolerances so both sides stop on `maxiter`, the same iterations and "
+        "evaluations on both sides; in each of several fresh processes (one thread), interleaved "
+        "pairs of runs (ABBA). Median ratio: the median over the processes of each process's "
+        "median wall ratio (numpy_api / SciPy); 95% interval: the sign test's distribution-free "
+        "interval for it over the processes (with six processes, their range); "
+        "the verdict is where that interval lies against the target.",
+    ])
+
+
 def blocks() -> dict[tuple[str, str], Callable[[], str]]:
     """(file, marker name) -> the function that makes its content."""
     return {
         ("README.md", "overhead"): lambda: overhead_table(load("overhead")),
+        ("README.md", "dropin"): lambda: dropin_table(load("dropin_pairs")),
         ("benchmarks/README.md", "overhead"): lambda: overhead_full(load("overhead")),
         ("README.md", "training"): lambda: training_table(load("training"), load("training_quick")),
         ("README.md", "curvature"): lambda: curvature_summary(load("curvature")),

@@ -190,13 +190,14 @@ def test_dropin_pairs_runs_equal_work(capsys, tmp_path):
                           "--json", str(out_json)])
     assert status in (0, 2)  # 2: over the target, which a 2-pair run on a busy machine may be
     data = json.loads(out_json.read_text())
-    assert len(data["processes"]) == 2
-    for proc in data["processes"]:
+    (size,) = data["sizes"]
+    assert size["n"] == 50 and len(size["processes"]) == 2
+    for proc in size["processes"]:
         assert proc["counts"] == [[5, proc["counts"][0][1]]]  # both sides: 5 iterations, equal nfev
         assert len(proc["wall"]) == len(proc["cpu"]) == 2
-    summary = module.summarize(data["processes"])
+    summary = module.summarize(size["processes"])
     assert 0.1 < summary["median"] < 10 and summary["verdict"] in ("within", "over", "not settled")
-    assert "process" in capsys.readouterr().out
+    assert "| 50 | 5 |" in capsys.readouterr().out  # the table's row for n = 50
 
 
 def test_dropin_pairs_verdict_is_on_the_processes_medians():

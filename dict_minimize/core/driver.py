@@ -419,8 +419,9 @@ def _run_stochastic(run, x_start, options, objective, hook, feed, make_args) -> 
 def _finish(problem: Problem, res: OptimizeResult, meth: str, hook: IterationHook) -> OptimizeResult:
     """SciPy's result with ``x`` and the objective gradient as pytrees, ``fun`` a float."""
     out = problem.result(res, "grad" if meth == "trust-constr" else "jac", hook)
-    if "x" in res and "fun" in out and type(out.fun) is not float and out.fun is not None and np.size(out.fun) == 1:
-        out.fun = float(np.asarray(out.fun).reshape(()))
+    fun = out.get("fun")
+    if "x" in res and type(fun) is not float and fun is not None and np.size(fun) == 1:
+        out.fun = float(np.asarray(fun).reshape(()))
     return out
 
 
