@@ -32,7 +32,7 @@ def flatten_with_paths(tree: Any, is_leaf: Callable[[Any], bool] | None = None):
     treespec : optree.PyTreeSpec
         The structure, for :func:`optree.tree_unflatten`.
     """
-    if type(tree) in _ARRAY_TYPES:  # one array (SciPy's own case): no dict to order
+    if type(tree) is np.ndarray:  # one array (SciPy's own case), always a leaf: no dict to order
         return [()], [tree], _LEAF_SPEC
     with optree.dict_insertion_ordered(True, namespace=NAMESPACE):
         paths, leaves, spec = optree.tree_flatten_with_path(
@@ -41,9 +41,8 @@ def flatten_with_paths(tree: Any, is_leaf: Callable[[Any], bool] | None = None):
     return paths, leaves, spec
 
 
-#: A lone leaf's structure, and types that optree always reads as one leaf.
+#: A lone leaf's structure.
 _LEAF_SPEC = optree.tree_structure(0, namespace=NAMESPACE)
-_ARRAY_TYPES = frozenset({np.ndarray})
 
 
 def format_path(path: Sequence[Any], root: str = "x0") -> str:
