@@ -41,6 +41,18 @@ def _shape(a) -> tuple:
     return a.shape if type(a) is np.ndarray else np.shape(a)
 
 
+def _fun_and_grad(x, state) -> tuple:
+    """The value and gradient SciPy's state gives at the iterate ``x`` (None where it gives none)."""
+    if state is None:
+        return None, None
+    grad = state.get("grad")
+    if grad is None:
+        grad = state.get("jac")
+    if grad is not None and _shape(grad) != _shape(x):
+        grad = None  # e.g. a constraint Jacobian under "jac"
+    return state.get("fun"), grad
+
+
 def callback_style(callback: Callable | None, method: str) -> str | None:
     """``'new'``, ``'trust-constr'`` (``(x, state)``), ``'legacy'`` or ``None``."""
     if callback is None:
@@ -179,14 +191,7 @@ class IterationHook:
             return record_lbfgsb
 
         def record(x, state):
-            fun = grad = None
-            if state is not None:
-                fun = state.get("fun")
-                grad = state.get("grad")
-                if grad is None:
-                    grad = state.get("jac")
-                if grad is not None and _shape(grad) != _shape(x):
-                    grad = None
+            fun, grad = _fun_and_grad(x, state)
             norm = grad_norm(obj.grad_for_history(x) if grad is None else grad)
             append((float(obj.last_value if fun is None else fun), norm, clock(), obj.n_evaluations, 0))
 
@@ -198,14 +203,7 @@ class IterationHook:
     def _record(self, x: np.ndarray, state: OptimizeResult | None) -> None:
         # Runs once per iteration: kept to a few lookups, one gradient norm and one append.
         obj = self.objective
-        fun = grad = None
-        if state is not None:
-            fun = state.get("fun")
-            grad = state.get("grad")
-            if grad is None:
-                grad = state.get("jac")
-            if grad is not None and _shape(grad) != _shape(x):
-                grad = None
+        fun, grad = _fun_and_grad(x, state)
         if obj is not None:
             if fun is None:
                 fun = obj.last_value
