@@ -135,3 +135,16 @@ def test_minus_infinity_is_a_minimum_not_a_fault(be):
     res = h.minimize(fun, {"v": h.asarray([0.0])}, jac=True, method="BFGS")
     assert res.fun < -1e3 or res.fun == -np.inf
     assert "best finite point" not in res.message
+
+
+def test_keyboard_interrupt_without_history_keeps_the_best_point_and_counts_no_iterations(be):
+    """history=False: SciPy's loop has no callback, so iterations are not counted (nit None)."""
+    h = be
+    fun, x0, seen = recording_problem(h, 30, interrupt)
+    res = h.minimize(fun, x0, jac=True, method="L-BFGS-B", history=False)
+    assert res.success is False and "KeyboardInterrupt" in res.message
+    assert res.nit is None and "history" not in res
+    assert res.nfev == len(seen) + 1  # the interrupted call counts
+    f_best, x_best = best_seen(seen)
+    assert res.fun == pytest.approx(f_best)
+    np.testing.assert_allclose(h.to_numpy(res.x["v"]), x_best, rtol=1e-12)

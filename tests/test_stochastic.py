@@ -210,6 +210,14 @@ def test_noisy_objective_restarts_instead_of_stopping_and_maxiter_counts_across_
     assert "ITERATIONS REACHED LIMIT" in res.message
 
 
+def test_history_off_still_counts_iterations_across_restarts(ad_backend):
+    """history=False drops the record only: the minibatch swap still runs per iteration and maxiter holds."""
+    h = ad_backend
+    res = h.minimize(objective(h), x0(h), method="L-BFGS-B", batches=make_batches(h, 100, offset_scale=50.0),
+                     options={"maxiter": 25}, history=False)
+    assert res.restarts > 0 and res.nit == 25 and "history" not in res
+
+
 def test_nfev_counts_every_evaluation_across_restarts(backend):
     source = Tracked(make_batches(backend, 100, offset_scale=50.0))
     seen = []

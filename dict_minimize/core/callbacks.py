@@ -36,6 +36,28 @@ def grad_norm(grad) -> float:
     return float(np.sqrt(np.vdot(g, g).real))
 
 
+#: Up to this many elements L-BFGS-B's record keeps the gradient's bytes (at
+#: most 1 KiB an iteration) and ``history`` takes all the norms at once: inside
+#: SciPy's loop a norm costs a few microseconds, as much as SciPy's own
+#: iteration at small n (benchmarks/dropin_pairs.py).
+_DEFER_NORM_MAX = 128
+
+
+def _norms(column: tuple) -> np.ndarray:
+    """The recorded gradient norms as float64: floats as they are, a gradient's bytes normed."""
+    kept = [i for i, v in enumerate(column) if type(v) is bytes]
+    if not kept:
+        return np.asarray(column, dtype=np.float64)
+    out = np.array([np.nan if type(v) is bytes else v for v in column], dtype=np.float64)
+    sizes = {len(column[i]) for i in kept}
+    if len(sizes) == 1:  # one gradient size (always, in one run): one product for all
+        grads = np.frombuffer(b"".join([column[i] for i in kept]), dtype=np.float64).reshape(len(kept), -1)
+        out[kept] = np.sqrt(np.einsum("ij,ij->i", grads, grads))
+    else:
+        out[kept] = [grad_norm(np.frombuffer(column[i], dtype=np.float64)) for i in kept]
+    return out
+
+
 def _shape(a) -> tuple:
     # np.shape costs a microsecond; this runs once per iteration.
     return a.shape if type(a) is np.ndarray else np.shape(a)
@@ -111,6 +133,10 @@ class IterationHook:
         Batch -> the extra arguments of the objective.
     total : int or None
         Iteration count the progress bar aims for.
+    record : bool
+        Whether the result gets :attr:`history`. Without it, and with
+        nothing else to do per iteration, SciPy gets no callback at all:
+        its own loop, at its own cost (iterations are then not counted).
     """
 
     def __init__(
@@ -125,10 +151,13 @@ class IterationHook:
         feed: BatchFeed | None = None,
         make_args: Callable | None = None,
         total: int | None = None,
+        record: bool = True,
     ):
         if progress is not None and not isinstance(progress, (bool, np.bool_, Mapping)):
             raise TypeError(f"progress must be True, False or a mapping of tqdm arguments, got {progress!r}")
         self.method = method
+        self.record = bool(record)
+        self.counting = True  # False once SciPy gets no callback
         self.user = callback
         self.style = callback_style(callback, method)
         self.tree_of = tree_of
@@ -152,15 +181,18 @@ class IterationHook:
             self.bar = tqdm(**kwargs)
 
     @property
-    def nit(self) -> int:
-        """Iterations so far (each one is recorded)."""
-        return len(self._rows)
+    def nit(self) -> int | None:
+        """Iterations so far (each one is recorded), or None when SciPy calls no callback."""
+        return len(self._rows) if self.counting else None
 
     # SciPy builds its wrapper from the callback's signature, so expose the
     # one each method expects.
-    def scipy_callback(self, legacy: bool = False) -> Callable:
+    def scipy_callback(self, legacy: bool = False) -> Callable | None:
         if (self.style is None and self.bar is None and self.deadline is None and self.feed is None
                 and self.objective is not None):
+            if not self.record:
+                self.counting = False
+                return None
             callback = self._record_only(legacy)
         elif legacy:
             def callback(xk):
@@ -186,7 +218,12 @@ class IterationHook:
             # there, last: the last gradient is the iterate's (no comparison of
             # points), and its state holds x and fun only.
             def record_lbfgsb(intermediate_result):
-                append((intermediate_result["fun"], grad_norm(obj.last_grad), clock(), obj.n_evaluations, 0))
+                g = obj.last_grad
+                if type(g) is np.ndarray and g.size <= _DEFER_NORM_MAX and g.dtype is FLOAT64:
+                    norm = g.tobytes()  # its norm is taken with the others, in ``history``
+                else:
+                    norm = grad_norm(g)
+                append((intermediate_result["fun"], norm, clock(), obj.n_evaluations, 0))
 
             return record_lbfgsb
 
@@ -229,7 +266,7 @@ class IterationHook:
         return {
             "nit": np.arange(1, len(self._rows) + 1),
             "fun": np.asarray(fun, dtype=np.float64),
-            "grad_norm": np.asarray(norm, dtype=np.float64),
+            "grad_norm": _norms(norm),
             "time": np.asarray(clock, dtype=np.float64) - self.start,
             "nfev": np.asarray(nfev, dtype=np.int64),
             "epoch": np.asarray(epoch, dtype=np.int64),

@@ -74,9 +74,12 @@ def minimize(
     progress: Any = False,
     lb_dict: Any = None,
     ub_dict: Any = None,
+    history: bool = True,
 ) -> OptimizeResult:
     """Minimize ``fun`` over the pytree ``x0`` with ``backend``; see the backends' ``minimize``."""
     args, options = check_common(fun, args, options, max_time)
+    if not isinstance(history, (bool, np.bool_)):
+        raise TypeError(f"history must be True or False, got {history!r}")
     if epochs is not None and batches is None:
         raise TypeError("epochs= only applies to the stochastic mode (batches=)")
     problem = Problem(backend, x0)
@@ -103,7 +106,7 @@ def minimize(
 
     grad_key = "grad" if meth == "trust-constr" else "jac"
     hook = problem.hook(meth, callback, objective, progress=progress, deadline=objective.deadline,
-                        feed=feed, make_args=make_args, total=options.get("maxiter"))
+                        feed=feed, make_args=make_args, total=options.get("maxiter"), record=history)
     scipy_callback = hook.scipy_callback(_legacy_callback(meth, scipy_bounds))
 
     def run(x_from: np.ndarray, opts: dict) -> OptimizeResult:

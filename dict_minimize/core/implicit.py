@@ -679,7 +679,7 @@ fun, x0, args, method, jac, bounds, constraints, tol, options
     itself when it is a {tensor} (``x_i* = lb_i``).
 **extras
     :func:`minimize`'s keyword extras (``hess``, ``hessp``, ``callback``,
-    ``max_time``, ``progress``, ``lb_dict``, ``ub_dict``; not ``batches``)
+    ``max_time``, ``progress``, ``lb_dict``, ``ub_dict``, ``history``; not ``batches``)
     and argmin's own:
 
     ``return_result`` (bool, default False)

@@ -218,5 +218,6 @@ class Problem:
                 # COBYQA reports success (with its own status and message) when
                 # the callback stops it; a stopped run is not a success.
                 out.success = False
-            out.history = hook.history
+            if hook.record:
+                out.history = hook.history
         return out
