@@ -2,9 +2,12 @@
 
 ``overhead.py`` times every case with a few pairs of runs; at a 1.05x
 target on a noisy machine that may not settle it. This runs many short
-interleaved pairs (ABBA order) of the same L-BFGS-B run (chained
-Rosenbrock, the analytic gradient, ``jac=True``, zero tolerances so both
-stop on ``maxiter``), one thread, in each of several fresh processes.
+interleaved rounds (ABBA order) of the same L-BFGS-B run (chained
+Rosenbrock, the analytic gradient, ``jac=True``, zero tolerances so every
+side stops on ``maxiter``), one thread, in each of several fresh processes.
+Each round times SciPy and two variants of the drop-in: the default (which
+records ``res.history``, a callback row per iteration) and
+``history=False`` (SciPy's loop with no callback).
 
 Pairs in one process share its memory layout and caches, so they are not
 independent of each other; processes are. The verdict therefore treats
@@ -15,7 +18,7 @@ its pairs is printed too, in wall and in CPU time.
 
 Usage::
 
-    python benchmarks/dropin_pairs.py                       # n = 1e3, 6 processes x 40 pairs
+    python benchmarks/dropin_pairs.py                       # n = 1e3, 6 processes x 40 rounds
     python benchmarks/dropin_pairs.py --n 2,10,100,1000,10000,100000,1000000 \
         --json benchmarks/results/dropin_pairs.json         # the README's table
 """
@@ -56,32 +59,38 @@ def rosen_value_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
     return float(np.sum(100 * t * t + u * u)), g
 
 
+#: The drop-in's two variants, each timed against SciPy in the same interleaved run:
+#: the default (with ``res.history``) and ``history=False`` (SciPy's loop without a callback).
+VARIANTS = {"": {}, "_history_off": {"history": False}}
+
+
 def pairs_here(n: int, pairs: int, maxiter: int) -> dict:
-    """Time ``pairs`` interleaved pairs in this process; per-pair ratios and the runs' counts."""
+    """Time ``pairs`` interleaved rounds in this process; per-round ratios of each variant to SciPy."""
     x0 = np.random.default_rng(0).uniform(-2.0, 2.0, n)
     options = {"maxiter": maxiter, "ftol": 0.0, "gtol": 0.0}
     sides = {
-        "numpy_api": lambda: numpy_api.minimize(rosen_value_and_grad, x0, jac=True, method="L-BFGS-B",
-                                                options=options),
-        "scipy": lambda: scipy.optimize.minimize(rosen_value_and_grad, x0, jac=True, method="L-BFGS-B",
-                                                 options=options),
+        f"numpy_api{suffix}": (lambda extra=extra: numpy_api.minimize(
+            rosen_value_and_grad, x0, jac=True, method="L-BFGS-B", options=options, **extra))
+        for suffix, extra in VARIANTS.items()
     }
-    results = {name: run() for name, run in sides.items()}  # warm-up; both must do the same work
+    sides["scipy"] = lambda: scipy.optimize.minimize(rosen_value_and_grad, x0, jac=True, method="L-BFGS-B",
+                                                     options=options)
+    results = {name: run() for name, run in sides.items()}  # warm-up; every side must do the same work
     counts = sorted({(int(r.nit), int(r.nfev)) for r in results.values()})
     wall: dict[str, list[float]] = {name: [] for name in sides}
     cpu: dict[str, list[float]] = {name: [] for name in sides}
+    order = list(sides)
     for i in range(pairs):
-        for name in (list(sides) if i % 2 == 0 else list(sides)[::-1]):
+        for name in (order if i % 2 == 0 else order[::-1]):
             start_wall, start_cpu = time.perf_counter(), time.process_time()
             sides[name]()
             cpu[name].append(time.process_time() - start_cpu)
             wall[name].append(time.perf_counter() - start_wall)
-    return {
-        "counts": counts,
-        "wall": [a / b for a, b in zip(wall["numpy_api"], wall["scipy"])],
-        "cpu": [a / b for a, b in zip(cpu["numpy_api"], cpu["scipy"])],
-        "scipy_median_s": statistics.median(wall["scipy"]),
-    }
+    out = {"counts": counts, "scipy_median_s": statistics.median(wall["scipy"])}
+    for suffix in VARIANTS:
+        out[f"wall{suffix}"] = [a / b for a, b in zip(wall[f"numpy_api{suffix}"], wall["scipy"])]
+        out[f"cpu{suffix}"] = [a / b for a, b in zip(cpu[f"numpy_api{suffix}"], cpu["scipy"])]
+    return out
 
 
 def verdict(low: float, high: float) -> str:
@@ -89,14 +98,17 @@ def verdict(low: float, high: float) -> str:
     return "within" if high <= TARGET else "over" if low > TARGET else "not settled"
 
 
-def summarize(processes: list[dict]) -> dict:
-    """Per-process medians and intervals; the verdict on the median over processes."""
+def summarize(processes: list[dict], variant: str = "") -> dict:
+    """Per-process medians and intervals; the verdict on the median over processes.
+
+    ``variant``: ``""`` (the default drop-in) or ``"_history_off"`` (see :data:`VARIANTS`).
+    """
     per_process = []
     for proc in processes:
         row = {"counts": proc["counts"], "scipy_median_s": proc["scipy_median_s"]}
         for clock in ("wall", "cpu"):
-            row[clock] = statistics.median(proc[clock])
-            row[f"{clock}_ci95"] = median_ci(proc[clock])
+            row[clock] = statistics.median(proc[clock + variant])
+            row[f"{clock}_ci95"] = median_ci(proc[clock + variant])
         per_process.append(row)
     medians = [row["wall"] for row in per_process]
     low, high = median_ci(medians)
@@ -110,18 +122,26 @@ def summarize(processes: list[dict]) -> dict:
 
 
 def report(data: dict) -> str:
-    """The summary as Markdown: one row per size, the verdict on the median over processes."""
-    header = ["n", "iterations", "evaluations", "pairs x processes", "SciPy run ms", "median ratio",
-              "95% interval", "verdict"]
+    """The summary as Markdown: one row per size, each variant's verdict on the median over processes."""
+    header = ["n", "iterations", "evaluations", "rounds x processes", "SciPy run ms",
+              "default ratio", "default 95% interval", "default verdict",
+              "history=False ratio", "history=False 95% interval", "history=False verdict"]
     rows = []
     for size in data["sizes"]:
-        s = summarize(size["processes"])
-        nit, nfev = s["per_process"][0]["counts"][0]
-        scipy_ms = statistics.median(1e3 * r["scipy_median_s"] for r in s["per_process"])
-        rows.append([size["n"], nit, nfev, f"{size['pairs']} x {len(s['per_process'])}", f"{scipy_ms:.1f}",
-                     f"{s['median']:.3f}",
-                     f"{s['ci95'][0]:.3f}-{s['ci95'][1]:.3f}", f"{s['verdict']} {TARGET}x"])
-    return _common.markdown_table(header, rows, right=header[:-1])
+        row = None
+        for variant in VARIANTS:
+            if "wall" + variant not in size["processes"][0]:
+                row += ["", "", ""]  # a run from before the variant was timed
+                continue
+            s = summarize(size["processes"], variant)
+            if row is None:
+                nit, nfev = s["per_process"][0]["counts"][0]
+                scipy_ms = statistics.median(1e3 * r["scipy_median_s"] for r in s["per_process"])
+                row = [size["n"], nit, nfev, f"{size['pairs']} x {len(s['per_process'])}", f"{scipy_ms:.1f}"]
+            row += [f"{s['median']:.3f}", f"{s['ci95'][0]:.3f}-{s['ci95'][1]:.3f}", f"{s['verdict']} {TARGET}x"]
+        rows.append(row)
+    right = [h for h in header if not h.endswith("verdict")]
+    return _common.markdown_table(header, rows, right=right)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report(data))
     if args.json is not None:
         args.json.write_text(json.dumps(data, indent=1) + "\n")
-    return 2 if any(summarize(r["processes"])["verdict"] == "over" for r in runs) else 0
+    over = any(summarize(r["processes"], v)["verdict"] == "over" for r in runs for v in VARIANTS)
+    return 2 if over else 0
 
 
 if __name__ == "__main__":

@@ -193,11 +193,13 @@ def test_dropin_pairs_runs_equal_work(capsys, tmp_path):
     (size,) = data["sizes"]
     assert size["n"] == 50 and len(size["processes"]) == 2
     for proc in size["processes"]:
-        assert proc["counts"] == [[5, proc["counts"][0][1]]]  # both sides: 5 iterations, equal nfev
-        assert len(proc["wall"]) == len(proc["cpu"]) == 2
-    summary = module.summarize(size["processes"])
-    assert 0.1 < summary["median"] < 10 and summary["verdict"] in ("within", "over", "not settled")
-    assert "| 50 | 5 |" in capsys.readouterr().out  # the table's row for n = 50
+        assert proc["counts"] == [[5, proc["counts"][0][1]]]  # every side: 5 iterations, equal nfev
+        assert len(proc["wall"]) == len(proc["cpu"]) == len(proc["wall_history_off"]) == 2
+    for variant in module.VARIANTS:
+        summary = module.summarize(size["processes"], variant)
+        assert 0.1 < summary["median"] < 10 and summary["verdict"] in ("within", "over", "not settled")
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| 50 | 5 |"))
+    assert row.count(" 1.05x |") == 2  # the table's row for n = 50, with both variants' verdicts
 
 
 def test_dropin_pairs_verdict_is_on_the_processes_medians():
