@@ -157,7 +157,6 @@ class IterationHook:
             raise TypeError(f"progress must be True, False or a mapping of tqdm arguments, got {progress!r}")
         self.method = method
         self.record = bool(record)
-        self.counting = True  # False once SciPy gets no callback
         self.user = callback
         self.style = callback_style(callback, method)
         self.tree_of = tree_of
@@ -181,18 +180,27 @@ class IterationHook:
             self.bar = tqdm(**kwargs)
 
     @property
+    def only_records(self) -> bool:
+        """Whether recording the history is all there is to do per iteration (the common case)."""
+        return (self.style is None and self.bar is None and self.deadline is None and self.feed is None
+                and self.objective is not None)
+
+    @property
+    def calls_back(self) -> bool:
+        """Whether SciPy gets a callback: not when there is neither a history to record nor anything else."""
+        return self.record or not self.only_records
+
+    @property
     def nit(self) -> int | None:
         """Iterations so far (each one is recorded), or None when SciPy calls no callback."""
-        return len(self._rows) if self.counting else None
+        return len(self._rows) if self.calls_back else None
 
     # SciPy builds its wrapper from the callback's signature, so expose the
     # one each method expects.
     def scipy_callback(self, legacy: bool = False) -> Callable | None:
-        if (self.style is None and self.bar is None and self.deadline is None and self.feed is None
-                and self.objective is not None):
-            if not self.record:
-                self.counting = False
-                return None
+        if not self.calls_back:
+            return None
+        if self.only_records:
             callback = self._record_only(legacy)
         elif legacy:
             def callback(xk):
