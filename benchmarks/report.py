@@ -231,9 +231,9 @@ def dropin_table(data: dict) -> str:
         "Each row: L-BFGS-B on the chained Rosenbrock function with its analytic gradient "
         "(`jac=True`), zero tolerances so every side stops on `maxiter`, the same iterations and "
         "evaluations on every side; in each of several fresh processes (one thread), interleaved "
-        "rounds of runs (ABBA) of SciPy, the default drop-in (which records `res.history`) and "
-        "the drop-in with `history=False`. Ratio: the median over the processes of each process's "
-        "median wall ratio (numpy_api / SciPy); 95% interval: the sign test's distribution-free "
+        "rounds of runs (ABBA) of SciPy, the default drop-in (which, as SciPy, records no "
+        "`res.history` for a flat ndarray) and the drop-in with `history=True`. Ratio: the median "
+        "over the processes of each process's median wall ratio (numpy_api / SciPy); 95% interval: the sign test's distribution-free "
         "interval for it over the processes (with six processes, their range); "
         "the verdict is where that interval lies against the target.",
     ])

@@ -79,7 +79,8 @@ def _as_results(results: Any) -> list:
     for i, res in enumerate(results):
         history = getattr(res, "history", None)
         if not isinstance(history, Mapping):
-            raise TypeError(f"results[{i}] has no history mapping (a dict_minimize result carries one)")
+            raise TypeError(f"results[{i}] has no history mapping (minimize records one unless history=False; "
+                            "for a flat ndarray x0 in numpy_api, as from SciPy, pass history=True)")
     return results
 
 

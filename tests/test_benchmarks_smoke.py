@@ -194,7 +194,7 @@ def test_dropin_pairs_runs_equal_work(capsys, tmp_path):
     assert size["n"] == 50 and len(size["processes"]) == 2
     for proc in size["processes"]:
         assert proc["counts"] == [[5, proc["counts"][0][1]]]  # every side: 5 iterations, equal nfev
-        assert len(proc["wall"]) == len(proc["cpu"]) == len(proc["wall_history_off"]) == 2
+        assert len(proc["wall"]) == len(proc["cpu"]) == len(proc["wall_history"]) == 2
     for variant in module.VARIANTS:
         summary = module.summarize(size["processes"], variant)
         assert 0.1 < summary["median"] < 10 and summary["verdict"] in ("within", "over", "not settled")

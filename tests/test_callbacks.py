@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.optimize
 from scipy.optimize import rosen, rosen_der, rosen_hess
 from scipy.optimize._minimize import MINIMIZE_METHODS, MINIMIZE_METHODS_NEW_CB
 
@@ -355,17 +356,57 @@ def test_history_off_runs_the_same_without_history(backend, method):
     np.testing.assert_array_equal(flat(h, off.x), flat(h, on.x))
 
 
+def _spy_on_scipy(monkeypatch) -> dict:
+    """Run SciPy as the driver would, noting the callback it was handed."""
+    from dict_minimize.core import driver
+
+    seen, real = {}, driver.scipy_minimize
+
+    def spy(*args, **kwargs):
+        seen["callback"] = kwargs["callback"]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "scipy_minimize", spy)
+    return seen
+
+
 def test_history_off_hands_scipy_no_callback(monkeypatch):
     """With nothing to do per iteration, SciPy runs its own loop: no callback at all."""
-    from conftest import capture_scipy_call
-
     from dict_minimize import numpy_api
 
-    seen = capture_scipy_call(monkeypatch)
-    numpy_api.minimize(rosen, np.array([1.3, 0.7]), jac=rosen_der, method="L-BFGS-B", history=False)
-    assert seen["callback"] is None
-    numpy_api.minimize(rosen, np.array([1.3, 0.7]), jac=rosen_der, method="L-BFGS-B")
+    seen = _spy_on_scipy(monkeypatch)
+    x0 = {"a": np.array([1.3]), "b": np.array([0.7])}
+    res = numpy_api.minimize(lambda d: rosen(np.concatenate([d["a"], d["b"]])), x0, method="L-BFGS-B",
+                             history=False)
+    assert seen["callback"] is None and "history" not in res and res.nit >= 2  # SciPy's own count
+    numpy_api.minimize(lambda d: rosen(np.concatenate([d["a"], d["b"]])), x0, method="L-BFGS-B")
     assert callable(seen["callback"])  # the history row
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_scipys_own_case_records_no_history_unless_asked(monkeypatch, dtype):
+    """A flat ndarray x0 in numpy_api runs as SciPy does by default: no callback, no history."""
+    from dict_minimize import numpy_api
+
+    seen = _spy_on_scipy(monkeypatch)
+    x0 = np.array([1.3, 0.7], dtype=dtype)
+    res = numpy_api.minimize(rosen, x0, jac=rosen_der, method="L-BFGS-B")
+    assert seen["callback"] is None and "history" not in res
+    theirs = scipy.optimize.minimize(rosen, x0, jac=rosen_der, method="L-BFGS-B")
+    assert res.nit == theirs.nit >= 2 and res.nfev == theirs.nfev
+    asked = numpy_api.minimize(rosen, x0, jac=rosen_der, method="L-BFGS-B", history=True)
+    assert callable(seen["callback"]) and len(asked.history["fun"]) == asked.nit == res.nit
+    assert asked.history["fun"][-1] == asked.fun
+
+
+def test_flat_tensors_of_the_frameworks_record_history(be):
+    """Only numpy_api's flat ndarray is SciPy's own case: a flat tensor of a framework records one."""
+    h = be
+    x0 = h.asarray(np.array([1.3, 0.7]))
+    res = h.minimize(lambda x: h.ops.sum((1.0 - x) ** 2), x0, method="L-BFGS-B")
+    assert ("history" in res) is (h.name != "numpy")
+    if h.name != "numpy":
+        assert len(res.history["fun"]) == res.nit >= 1
 
 
 def test_history_off_still_calls_the_user_and_stops(be):
@@ -383,11 +424,11 @@ def test_history_off_still_calls_the_user_and_stops(be):
     assert res.success is False and res.fun == pytest.approx(calls[-1])
 
 
-@pytest.mark.parametrize("bad", ["no", 0, None])
+@pytest.mark.parametrize("bad", ["no", 0, 1.0])
 def test_history_must_be_a_bool(bad):
     from dict_minimize import numpy_api
 
-    with pytest.raises(TypeError, match="history must be True or False"):
+    with pytest.raises(TypeError, match="history must be True, False or None"):
         numpy_api.minimize(rosen, np.array([1.3, 0.7]), jac=rosen_der, history=bad)
 
 
@@ -401,7 +442,7 @@ def test_lbfgsb_history_norms_on_both_sides_of_the_deferral(n):
     x0 = np.linspace(-1.0, 1.5, n)
     iterates = []
     res = numpy_api.minimize(lambda x: (rosen(x), rosen_der(x)), x0, jac=True, method="L-BFGS-B",
-                             options={"maxiter": 15})
+                             options={"maxiter": 15}, history=True)
     numpy_api.minimize(lambda x: (rosen(x), rosen_der(x)), x0, jac=True, method="L-BFGS-B",
                        options={"maxiter": 15}, callback=lambda xk: iterates.append(np.array(xk)))
     true = [np.linalg.norm(rosen_der(x)) for x in iterates]

@@ -128,7 +128,7 @@ def test_fun_writing_into_its_flat_x_changes_nothing():
 
     x0 = np.array([-1.2, 1.0, 0.5])
     x0_before = x0.copy()
-    ours = numpy_api.minimize(scribbling, x0, jac=True, method="L-BFGS-B")
+    ours = numpy_api.minimize(scribbling, x0, jac=True, method="L-BFGS-B", history=True)
     ours_points = seen[:]
     seen.clear()
     theirs = scipy_minimize(scribbling, x0, jac=True, method="L-BFGS-B")

@@ -88,6 +88,9 @@ def test_history_bad_arguments_name_them():
         plot_history(runs(), labels=["one"])
     with pytest.raises(TypeError, match=r"results\[0\] has no history"):
         plot_history([object()])
+    flat = minimize(lambda x: float(np.sum((x - 1.0) ** 2)), np.zeros(3))  # SciPy's own case
+    with pytest.raises(TypeError, match=r"results\[1\] has no history.*pass history=True"):
+        plot_history([runs()[0], flat])
 
 
 # ---- loss_landscape over every backend ----------------------------------------

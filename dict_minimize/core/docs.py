@@ -42,16 +42,19 @@ options : dict, optional
     grow to the full set, which L-BFGS-B needs to converge), ``epochs=``,
     ``max_time=`` (seconds), ``progress=`` (a tqdm bar; True or tqdm
     keyword arguments), ``lb_dict=``/``ub_dict=`` (0.0.x bounds spelling),
-    ``history=False`` (no ``history`` in the result; with no callback,
-    progress bar, time limit or batches SciPy then runs without a
-    callback, at SciPy's own cost). Any other keyword is a ``TypeError``.
+    ``history=`` (True or False: whether the result gets a ``history``;
+    the default, None, records one except in SciPy's own case, a flat
+    ndarray x0 in ``numpy_api``, whose result is SciPy's; without one,
+    and with no callback, progress bar, time limit or batches, SciPy
+    runs without a callback, at SciPy's own cost). Any other keyword is
+    a ``TypeError``.
 
 Returns
 -------
 scipy.optimize.OptimizeResult
     SciPy's result, with ``x`` and the objective gradient (``jac``;
     ``grad`` for trust-constr) as pytrees like x0, ``fun`` a float, and
-    ``history`` (unless ``history=False``): per-iteration arrays ``nit``,
+    ``history`` (see ``history=`` above): per-iteration arrays ``nit``,
     ``fun``, ``grad_norm``, ``time``, ``nfev``, ``epoch``.
 
 Examples

@@ -74,15 +74,20 @@ def minimize(
     progress: Any = False,
     lb_dict: Any = None,
     ub_dict: Any = None,
-    history: bool = True,
+    history: bool | None = None,
 ) -> OptimizeResult:
     """Minimize ``fun`` over the pytree ``x0`` with ``backend``; see the backends' ``minimize``."""
     args, options = check_common(fun, args, options, max_time)
-    if not isinstance(history, (bool, np.bool_)):
-        raise TypeError(f"history must be True or False, got {history!r}")
+    if history is not None and not isinstance(history, (bool, np.bool_)):
+        raise TypeError(f"history must be True, False or None, got {history!r}")
     if epochs is not None and batches is None:
         raise TypeError("epochs= only applies to the stochastic mode (batches=)")
     problem = Problem(backend, x0)
+    if history is None:
+        # SciPy's own case records nothing by default: SciPy's result has no
+        # history, and recording one is a callback inside SciPy's loop, ~7% of
+        # its cost at n = 2 (benchmarks/dropin_pairs.py).
+        history = not problem.scipy_semantics
     scipy_bounds = problem.bounds(bounds, lb_dict, ub_dict)
     if method is None:  # SciPy's choice, made on what the user gave
         has_bounds = bounds is not None or lb_dict is not None or ub_dict is not None
@@ -132,8 +137,7 @@ def minimize(
         raise
     finally:
         hook.close()
-    scipy_semantics = backend.scipy_dropin and problem.is_flat
-    return _finish(problem, _best_if_not_finite(res, objective, grad_key, scipy_semantics), meth, hook)
+    return _finish(problem, _best_if_not_finite(res, objective, grad_key, problem.scipy_semantics), meth, hook)
 
 
 def _batch_feed(batches: Any, epochs: int | None, max_time: Any, options: dict) -> BatchFeed | None:

@@ -98,7 +98,7 @@ class Problem:
         self.layout, leaves = build_layout(backend, self.x0)
         self.x_start = backend.to_flat(leaves, self.layout)
         _check_finite(self.x_start, self.layout)
-        self._passes_through = backend.scipy_dropin and self.is_flat and self.layout.info == np.float64
+        self._passes_through = self.scipy_semantics and self.layout.info == np.float64
 
     @property
     def n(self) -> int:
@@ -109,6 +109,11 @@ class Problem:
         """Whether x0 is one 1-d tensor: SciPy's own case, where flat forms pass through."""
         layout = self.layout
         return len(layout.shapes) == 1 and layout.shapes[0] == (layout.n,) and not layout.keys[0]
+
+    @property
+    def scipy_semantics(self) -> bool:
+        """Whether this is SciPy's own case (a flat ndarray x0 in the NumPy drop-in), which behaves as SciPy does."""
+        return self.backend.scipy_dropin and self.is_flat
 
     # ---- points and derivatives ------------------------------------------
 
