@@ -250,12 +250,16 @@ BY_DESIGN = {
 }
 
 
-def run_scipy_suite(tmp_path: Path, test_file: str, patched: bool, select: str | None = None):
-    """Run one SciPy test file in a subprocess: {test id: outcome}, and {test id: minimize calls}."""
+def run_scipy_suite(tmp_path: Path, test_file: str, patched: bool, select: str | None = None,
+                    root: Path = SCIPY_TESTS):
+    """Run one test file (SciPy's, or a client's under ``root``) in a subprocess.
+
+    Returns {test id: outcome} and {test id: minimize calls}.
+    """
     (tmp_path / "dm_patch.py").write_text(PLUGIN)
     tag = "patched" if patched else "plain"
     junit, calls = tmp_path / f"{tag}.xml", tmp_path / f"{tag}.calls.json"
-    cmd = [sys.executable, "-m", "pytest", str(SCIPY_TESTS / test_file), "-q", "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", str(root / test_file), "-q", "-p", "no:cacheprovider",
            f"--junitxml={junit}"]
     if patched:
         cmd += ["-p", "dm_patch"]
@@ -273,9 +277,9 @@ def run_scipy_suite(tmp_path: Path, test_file: str, patched: bool, select: str |
     return outcomes, per_test_calls
 
 
-def compare_with_scipy_suite(tmp_path, test_file, select=None):
-    base, _ = run_scipy_suite(tmp_path, test_file, patched=False, select=select)
-    ours, calls = run_scipy_suite(tmp_path, test_file, patched=True, select=select)
+def compare_with_scipy_suite(tmp_path, test_file, select=None, root: Path = SCIPY_TESTS, owner: str = "SciPy"):
+    base, _ = run_scipy_suite(tmp_path, test_file, patched=False, select=select, root=root)
+    ours, calls = run_scipy_suite(tmp_path, test_file, patched=True, select=select, root=root)
     passing = {t for t, o in base.items() if o == "passed"}
     lost = sorted(t for t in passing if ours.get(t) != "passed")
     by_design = [t for t in lost if t.split("::")[-1].split("[")[0] in BY_DESIGN]
@@ -283,7 +287,7 @@ def compare_with_scipy_suite(tmp_path, test_file, select=None):
     ours_passed = sum(o == "passed" for o in ours.values())
     # How many of the passing tests reach the patched minimize at all.
     reaching = sum(1 for test, n in calls.items() if n > 0 and test in passing)
-    report = (f"SciPy {test_file}{' -k ' + select if select else ''}: patched {ours_passed} passed / "
+    report = (f"{owner} {test_file}{' -k ' + select if select else ''}: patched {ours_passed} passed / "
               f"unpatched {len(passing)} passed; {reaching} of the passing tests call minimize; "
               f"failing by design: {by_design}; regressions ({len(regressions)}): {regressions[:20]}")
     print("\n" + report)
@@ -305,3 +309,23 @@ def test_scipy_minimize_subset_of_test_optimize_patched(tmp_path):
 def test_scipy_suite_patched(tmp_path, test_file):
     """Every test passing unpatched passes with minimize replaced by numpy_api.minimize."""
     compare_with_scipy_suite(tmp_path, test_file)
+
+
+#: A real client of ``scipy.optimize.minimize``: scikit-learn's test files that reach it
+#: (Huber and logistic regression, NCA, Gaussian processes with ``(n, 2)`` array bounds,
+#: calibration, GLMs, the MLP's L-BFGS solver). About 8 minutes for both runs of all eight.
+SKLEARN_SUITES = [
+    "linear_model/tests/test_huber.py", "neighbors/tests/test_nca.py",
+    "gaussian_process/tests/test_gpr.py", "gaussian_process/tests/test_gpc.py",
+    "tests/test_calibration.py", "linear_model/_glm/tests/test_glm.py",
+    "neural_network/tests/test_mlp.py", "linear_model/tests/test_logistic.py",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("test_file", SKLEARN_SUITES, ids=[f.rsplit("/", 1)[-1] for f in SKLEARN_SUITES])
+def test_sklearn_tests_patched(tmp_path, test_file):
+    """scikit-learn's own tests pass with scipy.optimize.minimize replaced by numpy_api.minimize."""
+    sklearn = pytest.importorskip("sklearn")
+    compare_with_scipy_suite(tmp_path, test_file, root=Path(sklearn.__file__).parent,
+                             owner=f"scikit-learn {sklearn.__version__}")
