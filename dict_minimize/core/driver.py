@@ -85,8 +85,8 @@ def minimize(
     problem = Problem(backend, x0)
     if history is None:
         # SciPy's own case records nothing by default: SciPy's result has no
-        # history, and recording one is a callback inside SciPy's loop, ~7% of
-        # its cost at n = 2 (benchmarks/dropin_pairs.py).
+        # history, and recording one is a callback inside SciPy's loop, several
+        # percent of its cost at small n (benchmarks/dropin_pairs.py).
         history = not problem.scipy_semantics
     scipy_bounds = problem.bounds(bounds, lb_dict, ub_dict)
     if method is None:  # SciPy's choice, made on what the user gave
