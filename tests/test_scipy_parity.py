@@ -313,7 +313,7 @@ def test_scipy_suite_patched(tmp_path, test_file):
 
 #: A real client of ``scipy.optimize.minimize``: scikit-learn's test files that reach it
 #: (Huber and logistic regression, NCA, Gaussian processes with ``(n, 2)`` array bounds,
-#: calibration, GLMs, the MLP's L-BFGS solver). About 8 minutes for both runs of all eight.
+#: calibration, GLMs, the MLP's L-BFGS solver). A few minutes for both runs of all eight.
 SKLEARN_SUITES = [
     "linear_model/tests/test_huber.py", "neighbors/tests/test_nca.py",
     "gaussian_process/tests/test_gpr.py", "gaussian_process/tests/test_gpc.py",
