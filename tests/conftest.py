@@ -221,14 +221,16 @@ def ad(ad_backend):
         yield ad_backend
 
 
-def capture_scipy_call(monkeypatch) -> dict:
-    """Record what the driver hands ``scipy.optimize.minimize``, without running SciPy."""
+def capture_scipy_call(monkeypatch, run: bool = False) -> dict:
+    """Record what the driver hands ``scipy.optimize.minimize``; with ``run``, SciPy then runs it."""
     from dict_minimize.core import driver
 
-    seen = {}
+    seen, real = {}, driver.scipy_minimize
 
     def spy(fun, x0, **kwargs):
         seen.update(kwargs, fun=fun, x0=np.array(x0, copy=True))
+        if run:
+            return real(fun, x0, **kwargs)
         return OptimizeResult(x=np.array(x0, copy=True), fun=0.0, success=False, status=0,
                               message="captured", nit=0)
 

@@ -356,25 +356,13 @@ def test_history_off_runs_the_same_without_history(backend, method):
     np.testing.assert_array_equal(flat(h, off.x), flat(h, on.x))
 
 
-def _spy_on_scipy(monkeypatch) -> dict:
-    """Run SciPy as the driver would, noting the callback it was handed."""
-    from dict_minimize.core import driver
-
-    seen, real = {}, driver.scipy_minimize
-
-    def spy(*args, **kwargs):
-        seen["callback"] = kwargs["callback"]
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(driver, "scipy_minimize", spy)
-    return seen
-
-
 def test_history_off_hands_scipy_no_callback(monkeypatch):
     """With nothing to do per iteration, SciPy runs its own loop: no callback at all."""
+    from conftest import capture_scipy_call
+
     from dict_minimize import numpy_api
 
-    seen = _spy_on_scipy(monkeypatch)
+    seen = capture_scipy_call(monkeypatch, run=True)
     x0 = {"a": np.array([1.3]), "b": np.array([0.7])}
     res = numpy_api.minimize(lambda d: rosen(np.concatenate([d["a"], d["b"]])), x0, method="L-BFGS-B",
                              history=False)
@@ -386,9 +374,11 @@ def test_history_off_hands_scipy_no_callback(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_scipys_own_case_records_no_history_unless_asked(monkeypatch, dtype):
     """A flat ndarray x0 in numpy_api runs as SciPy does by default: no callback, no history."""
+    from conftest import capture_scipy_call
+
     from dict_minimize import numpy_api
 
-    seen = _spy_on_scipy(monkeypatch)
+    seen = capture_scipy_call(monkeypatch, run=True)
     x0 = np.array([1.3, 0.7], dtype=dtype)
     res = numpy_api.minimize(rosen, x0, jac=rosen_der, method="L-BFGS-B")
     assert seen["callback"] is None and "history" not in res
